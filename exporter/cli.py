@@ -1,0 +1,447 @@
+"""Command line: flags, logging, exit codes and the wiring of the daemon. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import aiohttp
+from aiohttp import web
+
+from exporter import __version__, logs
+from exporter.client import TrafficSourceClient
+from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
+from exporter.metrics import AccountsExposition, ExporterState, render_all
+from exporter.poller import Poller
+from exporter.sharding import parse_shard_index, shard_of
+from exporter.store import SnapshotStore
+from exporter.web import Runtime, make_app
+
+log = logging.getLogger("exporter")
+
+DEFAULT_PORT = 9817
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad flag value: reported in one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Options:
+    config_file: str
+    listen_host: str | None
+    listen_port: int
+    telemetry_path: str
+    log_level: str
+    log_format: str
+    check: bool
+    once: bool
+    demo: bool
+    demo_interval: float
+    shard_count: int
+    shard_index: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog="retargeting-exporter",
+        description="Prometheus exporter for the Retargeting.biz Traffic Source partners API.",
+    )
+    add = parser.add_argument
+    add(
+        "--config.file",
+        dest="config_file",
+        default="config.yaml",
+        metavar="PATH",
+        help="configuration file (default: %(default)s)",
+    )
+    add(
+        "--web.listen-address",
+        dest="listen",
+        default=f":{DEFAULT_PORT}",
+        metavar="[HOST]:PORT",
+        help="address to serve the status page and metrics on (default: %(default)s)",
+    )
+    add(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics endpoint (default: %(default)s)",
+    )
+    add(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=list(logs.LEVELS),
+        help="minimum level of log messages (default: %(default)s)",
+    )
+    add(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="log line format (default: %(default)s)",
+    )
+    add(
+        "--config.check",
+        dest="check",
+        action="store_true",
+        help="validate the configuration, print a summary without secrets, exit 0 or 2",
+    )
+    add(
+        "--once",
+        action="store_true",
+        help="poll every account once, print the metrics to stdout, exit 0 if all succeeded",
+    )
+    add(
+        "--demo",
+        action="store_true",
+        help="run against a built-in simulated API with demo accounts (no key, no network)",
+    )
+    add(
+        "--demo.interval",
+        dest="demo_interval",
+        default="30s",
+        metavar="DURATION",
+        help="polling interval in --demo mode, may be below 30s (default: %(default)s)",
+    )
+    add(
+        "--shard.count",
+        dest="shard_count",
+        default=env.get("RETARGETING_EXPORTER_SHARD_COUNT", "1"),
+        metavar="N",
+        help="split the accounts over N replicas (env RETARGETING_EXPORTER_SHARD_COUNT)",
+    )
+    add(
+        "--shard.index",
+        dest="shard_index",
+        default=env.get("RETARGETING_EXPORTER_SHARD_INDEX", "0"),
+        metavar="I",
+        help="this replica's shard, 0..N-1, or a pod name ending in -I "
+        "(env RETARGETING_EXPORTER_SHARD_INDEX)",
+    )
+    add(
+        "--version",
+        action="version",
+        version=f"retargeting-exporter {__version__} (python {platform.python_version()})",
+    )
+    return parser  # fmt: skip
+
+
+def parse_listen_address(text: str) -> tuple[str | None, int]:
+    """``:9817`` (all interfaces), ``127.0.0.1:9817``, ``[::1]:9817``."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise UsageError(f"--web.listen-address {text!r}: expected [IPv6]:PORT")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise UsageError(f"--web.listen-address {text!r}: expected [HOST]:PORT, e.g. :9817")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--web.listen-address {text!r}: port must be a number from 0 to 65535")
+    return host or None, int(port)
+
+
+def parse_options(argv: Sequence[str] | None) -> Options:
+    args = build_parser().parse_args(argv)
+    host, port = parse_listen_address(args.listen)
+    path = args.telemetry_path
+    if not path.startswith("/") or path == "/" or path.startswith("/-/"):
+        raise UsageError(f"--web.telemetry-path {path!r}: must start with / and not be / or /-/…")
+    try:
+        demo_interval = parse_duration(args.demo_interval)
+    except ValueError as exc:
+        raise UsageError(f"--demo.interval: {exc}") from None
+    if demo_interval < 1:
+        raise UsageError("--demo.interval: must be at least 1s")
+    try:
+        count = int(args.shard_count)
+        index = parse_shard_index(str(args.shard_index))
+    except ValueError as exc:
+        raise UsageError(f"--shard.count/--shard.index: {exc}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(
+            f"--shard.index must be from 0 to --shard.count - 1 (got index {index}, count {count})"
+        )
+    if args.demo and args.check:
+        raise UsageError("--demo and --config.check cannot be combined")
+    return Options(
+        config_file=args.config_file,
+        listen_host=host,
+        listen_port=port,
+        telemetry_path=path,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        check=args.check,
+        once=args.once,
+        demo=args.demo,
+        demo_interval=demo_interval,
+        shard_count=count,
+        shard_index=index,
+    )
+
+
+def select_shard(config: Config, count: int, index: int) -> Config:
+    """Keep only the accounts this replica polls."""
+    if count == 1:
+        return config
+    accounts = tuple(a for a in config.accounts if shard_of(a.name, count) == index)
+    return replace(config, accounts=accounts)
+
+
+def summary(config: Config, options: Options) -> str:
+    """``--config.check`` output: everything that matters, no secrets."""
+    p = config.polling
+    lines = [
+        f"configuration {config.source} is valid",
+        f"api: url={config.api.url} timeout={format_duration(config.api.timeout)} "
+        f"max_concurrency={config.api.max_concurrency} retries={config.api.retries.attempts}",
+        f"polling: interval={format_duration(p.interval)} jitter={format_duration(p.jitter)} "
+        f"stale_after={format_duration(p.stale_after)} end_offset={format_duration(p.end_offset)}",
+        f"windows: {', '.join(w.name for w in config.windows)}",
+        f"max_sources_per_account: {config.max_sources_per_account}",
+    ]
+    selected = select_shard(config, options.shard_count, options.shard_index)
+    shard = ""
+    if options.shard_count > 1:
+        shard = f", {len(selected.accounts)} in shard {options.shard_index}/{options.shard_count}"
+    lines.append(f"accounts: {len(config.accounts)}{shard}")
+    mine = {a.name for a in selected.accounts}
+    for a in config.accounts:
+        labels = " ".join(f"{k}={v}" for k, v in sorted(a.labels.items())) or "-"
+        skipped = "" if a.name in mine else "  (other shard)"
+        windows = ",".join(w.name for w in a.windows)
+        lines.append(
+            f"  - {a.name}: key from {a.key_source}; windows {windows}; "
+            f"every {format_duration(a.interval)}; labels {labels}{skipped}"
+        )
+    lines.extend(f"warning: {w}" for w in config.warnings)
+    return "\n".join(lines)
+
+
+def _load(options: Options) -> Config:
+    config = load_config(options.config_file)
+    return select_shard(config, options.shard_count, options.shard_index)
+
+
+def _new_session() -> aiohttp.ClientSession:
+    # The poller's semaphore is the concurrency limit; the pool only keeps connections warm.
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, raise_for_status=False)
+
+
+def _client(session: aiohttp.ClientSession, config: Config) -> TrafficSourceClient:
+    return TrafficSourceClient(
+        session, config.api.url, timeout=config.api.timeout, user_agent=config.api.user_agent
+    )
+
+
+def _secrets(config: Config) -> list[str]:
+    return [a.rest_key.reveal() for a in config.accounts]
+
+
+async def run_once(config: Config, state: ExporterState) -> int:
+    """Poll every account once and print the exposition."""
+    async with _new_session() as session:
+        store = SnapshotStore()
+        poller = Poller(config, _client(session, config), store)
+        snapshots = await poller.poll_all_once()
+    state.accounts = len(store)
+    exposition = AccountsExposition(config.polling.interval)
+    sys.stdout.write(render_all(exposition, store, state, time.time()).decode("utf-8"))
+    sys.stdout.flush()
+    failed = [s.name for s in snapshots if not s.up]
+    if failed:
+        log.error("some accounts failed", extra={"accounts": ",".join(failed)})
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def run_daemon(options: Options, config: Config | None, redactor: logs.Redactor) -> int:
+    """Serve until SIGTERM/SIGINT; SIGHUP and POST /-/reload re-read the configuration."""
+    from exporter import demo, fakeapi  # only the demo needs them
+
+    fake: fakeapi.FakeApi | None = None
+    if options.demo:
+        fake = fakeapi.FakeApi(fakeapi.demo_accounts())
+        api_url = await fake.start()
+        config = demo.demo_config(api_url, options.demo_interval)
+        redactor.update(_secrets(config))
+    if config is None:
+        raise ValueError("run_daemon needs a config unless in demo mode")
+    state = ExporterState(
+        shard_index=options.shard_index,
+        shard_count=options.shard_count,
+        accounts=len(config.accounts),
+        reload_successful=True,
+        reload_success_timestamp=time.time(),
+    )
+    session = _new_session()
+    store = SnapshotStore()
+    poller = Poller(config, _client(session, config), store)
+    reload_lock = asyncio.Lock()
+
+    async def reload() -> tuple[bool, str]:
+        async with reload_lock:
+            if options.demo:
+                return True, "demo mode: the built-in configuration has nothing to reload"
+            try:
+                new = _load(options)
+            except ConfigError as exc:
+                state.reload_successful = False
+                log.error(
+                    "reload failed, keeping the running configuration", extra={"error": str(exc)}
+                )
+                return False, str(exc)
+            redactor.update(_secrets(new) + _secrets(poller.config))
+            client = _client(session, new) if new.api != poller.config.api else None
+            changes = poller.apply(new, client=client)
+            redactor.update(_secrets(new))
+            state.reload_successful = True
+            state.reload_success_timestamp = time.time()
+            state.accounts = len(new.accounts)
+            for warning in new.warnings:
+                log.warning(warning)
+            detail = {k: ",".join(v) for k, v in changes.items() if v}
+            log.info("configuration reloaded", extra=detail)
+            return True, "configuration reloaded"
+
+    runtime = Runtime(
+        store=store,
+        poller=poller,
+        exposition=AccountsExposition(config.polling.interval),
+        state=state,
+        reload=reload,
+        telemetry_path=options.telemetry_path,
+    )
+    runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    try:
+        site = web.TCPSite(runner, options.listen_host, options.listen_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{options.listen_host or ''}:{options.listen_port}"
+            log.error(f"cannot listen on {where}: {exc.strerror or exc}")
+            return EXIT_FAILURE
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+        poller.start()
+        addresses = _bound_addresses(runner)
+        log.info(
+            "listening",
+            extra={
+                "address": ",".join(addresses),
+                "accounts": len(config.accounts),
+                "version": __version__,
+            },
+        )
+        if fake is not None:
+            _print_demo_banner(addresses, fake.url, options.telemetry_path)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await poller.stop()
+        await runner.cleanup()
+        await session.close()
+        if fake is not None:
+            await fake.close()
+    return EXIT_OK
+
+
+def _bound_addresses(runner: web.AppRunner) -> list[str]:
+    out = []
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or []:
+            host, port = sock.getsockname()[:2]
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return out
+
+
+def _print_demo_banner(addresses: list[str], api_url: str, path: str) -> None:
+    port = addresses[0].rsplit(":", 1)[1] if addresses else str(DEFAULT_PORT)
+    host = "127.0.0.1"
+    for address in addresses:
+        if not address.startswith(("0.0.0.0", "[")):  # noqa: S104 - only comparing text
+            host = address.rsplit(":", 1)[0]
+    base = f"http://{host}:{port}"
+    print(
+        "\nretargeting-exporter demo is running against a simulated Retargeting API\n"
+        f"  status page: {base}/\n"
+        f"  metrics:     {base}{path}\n"
+        f"  fake API:    {api_url}\n"
+        "Accounts: demo-fashion, demo-electronics, demo-garden (healthy), demo-inactive\n"
+        "(account not active) and demo-revoked (invalid key). Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script entry point; returns the exit code."""
+    try:
+        options = parse_options(argv)
+    except UsageError as exc:
+        print(f"retargeting-exporter: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    redactor = logs.Redactor()
+    logs.configure(options.log_level, options.log_format, redactor)
+    config: Config | None = None
+    if not options.demo:
+        try:
+            config = load_config(options.config_file)
+        except ConfigError as exc:
+            print(f"retargeting-exporter: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        redactor.update(_secrets(config))
+        if options.check:
+            print(summary(config, options))
+            return EXIT_OK
+        for warning in config.warnings:
+            log.warning(warning)
+        config = select_shard(config, options.shard_count, options.shard_index)
+        if options.shard_count > 1:
+            log.info(
+                "sharding",
+                extra={
+                    "shard_index": options.shard_index,
+                    "shard_count": options.shard_count,
+                    "accounts": len(config.accounts),
+                },
+            )
+    state = ExporterState(shard_index=options.shard_index, shard_count=options.shard_count)
+    try:
+        if options.once:
+            if config is None:  # --demo --once: poll the demo accounts once
+                return asyncio.run(_demo_once(options, state, redactor))
+            return asyncio.run(run_once(config, state))
+        return asyncio.run(run_daemon(options, config, redactor))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+async def _demo_once(options: Options, state: ExporterState, redactor: logs.Redactor) -> int:
+    from exporter import demo, fakeapi
+
+    fake = fakeapi.FakeApi(fakeapi.demo_accounts())
+    try:
+        config = demo.demo_config(await fake.start(), options.demo_interval)
+        redactor.update(_secrets(config))
+        return await run_once(config, state)
+    finally:
+        await fake.close()

@@ -1,0 +1,352 @@
+"""The Retargeting Traffic Source API client: one request in, one classified result out.
+
+It knows nothing of Prometheus or of the store. Every failure becomes an ``ApiError`` with a
+bounded ``ApiErrorReason``. The rest key travels in the query string, so no exception text, URL or
+aiohttp message is ever passed on: messages are built here from safe parts only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+
+from exporter.config import RestKey
+
+MAX_BODY_BYTES = 1024 * 1024
+# Counts beyond this are not plausible traffic figures and would lose precision as floats.
+MAX_COUNT = 10**15
+MAX_SOURCE_NAME = 100
+MAX_RETRY_AFTER = 3600.0
+
+
+class ApiErrorReason(StrEnum):
+    """Why a request failed: the bounded ``reason`` label of the error counter."""
+
+    INVALID_KEY = "invalid_key"
+    ACCOUNT_INACTIVE = "account_inactive"
+    INTERVAL_TOO_LONG = "interval_too_long"
+    VALIDATION_FAILED = "validation_failed"
+    API_ERROR = "api_error"
+    RATE_LIMITED = "rate_limited"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    INVALID_RESPONSE = "invalid_response"
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying within the same poll (the next attempt may well succeed)."""
+        return self in _TRANSIENT
+
+
+_TRANSIENT = frozenset(
+    {
+        ApiErrorReason.API_ERROR,
+        ApiErrorReason.RATE_LIMITED,
+        ApiErrorReason.HTTP_ERROR,
+        ApiErrorReason.TIMEOUT,
+        ApiErrorReason.CONNECTION_ERROR,
+        ApiErrorReason.INVALID_RESPONSE,
+    }
+)
+
+
+class ApiError(Exception):
+    """A failed request. ``message`` is safe to log and show: it never holds the key or URL."""
+
+    def __init__(
+        self,
+        reason: ApiErrorReason,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        # A 4xx without a vendor body (other than 429) will not change by retrying.
+        if self.reason is ApiErrorReason.HTTP_ERROR and self.status is not None:
+            return self.status >= 500
+        return self.reason.transient
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficRow:
+    """One traffic source's figures for one window, as the vendor reported them."""
+
+    source_name: str
+    impressions: int
+    clicks: int
+    orders: int
+    revenue: float
+    ctr_ratio: float
+    cvr_ratio: float
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _safe_text(text: str, limit: int = 200) -> str:
+    """Printable, single-line, bounded text (vendor messages are untrusted)."""
+    cleaned = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+    return cleaned[:limit] + ("…" if len(cleaned) > limit else "")
+
+
+def _count(row: Mapping[str, Any], field: str) -> int:
+    value = row.get(field)
+    if isinstance(value, bool) or value is None:
+        raise ValueError(
+            f"field {field!r} is missing" if value is None else f"{field!r} is boolean"
+        )
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"\d+(\.0+)?", text):
+            raise ValueError(f"field {field!r} is not a whole number: {_safe_text(text, 20)!r}")
+        value = int(text.split(".")[0])
+    elif isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(f"field {field!r} is not a whole number: {value!r}")
+        value = int(value)
+    elif not isinstance(value, int):
+        raise ValueError(f"field {field!r} is not a number")
+    if value < 0 or value > MAX_COUNT:
+        raise ValueError(f"field {field!r} is out of range: {value}")
+    return value
+
+
+def _amount(row: Mapping[str, Any], field: str, *, percent: bool) -> float:
+    value = row.get(field)
+    if isinstance(value, bool) or value is None:
+        raise ValueError(
+            f"field {field!r} is missing" if value is None else f"{field!r} is boolean"
+        )
+    if isinstance(value, str):
+        text = value.strip().rstrip("%") if percent else value.strip()
+        if not re.fullmatch(r"\d+(\.\d+)?", text):
+            raise ValueError(f"field {field!r} is not a number: {_safe_text(text, 20)!r}")
+        number = float(text)
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise ValueError(f"field {field!r} is not a number")
+    if not math.isfinite(number) or number < 0 or number > MAX_COUNT:
+        raise ValueError(f"field {field!r} is out of range: {number}")
+    return number / 100.0 if percent else number
+
+
+def parse_rows(data: Any) -> tuple[TrafficRow, ...]:
+    """Validate the ``data`` list of a success body. Raises ``ValueError`` on any bad shape."""
+    if not isinstance(data, list):
+        raise ValueError("data is not a list")
+    rows: list[TrafficRow] = []
+    seen: set[str] = set()
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ValueError(f"data[{i}] is not an object")
+        name = item.get("source_name")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"data[{i}].source_name is missing or empty")
+        name = _safe_text(name, MAX_SOURCE_NAME)
+        if name in seen:
+            raise ValueError(f"source_name {name!r} appears twice")
+        seen.add(name)
+        try:
+            rows.append(
+                TrafficRow(
+                    source_name=name,
+                    impressions=_count(item, "impressions"),
+                    clicks=_count(item, "click"),
+                    orders=_count(item, "order"),
+                    revenue=_amount(item, "revenue", percent=False),
+                    ctr_ratio=_amount(item, "ctr", percent=True),
+                    cvr_ratio=_amount(item, "cvr", percent=True),
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"data[{i}] ({name}): {exc}") from None
+    return tuple(rows)
+
+
+_VENDOR_MESSAGES = (
+    ("incorrect rest key", ApiErrorReason.INVALID_KEY),
+    ("not active", ApiErrorReason.ACCOUNT_INACTIVE),
+    ("greater than 30 days", ApiErrorReason.INTERVAL_TOO_LONG),
+)
+
+
+def _vendor_error(body: Mapping[str, Any], status: int) -> ApiError:
+    """Classify a body whose ``status`` is ``error`` or ``fail``."""
+    if body.get("status") == "fail":
+        detail = "request rejected by the API's validator"
+        validator = (
+            body.get("data", {}).get("validator") if isinstance(body.get("data"), dict) else None
+        )
+        if isinstance(validator, dict):
+            messages = [
+                str(m) for v in validator.values() for m in (v if isinstance(v, list) else [v])
+            ]
+            detail = _safe_text("; ".join(messages)) or detail
+        return ApiError(ApiErrorReason.VALIDATION_FAILED, detail, status=status)
+    raw = body.get("message")
+    message = _safe_text(raw) if isinstance(raw, str) and raw.strip() else "error without a message"
+    lowered = message.lower()
+    for needle, reason in _VENDOR_MESSAGES:
+        if needle in lowered:
+            return ApiError(reason, message, status=status)
+    return ApiError(ApiErrorReason.API_ERROR, message, status=status)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or HTTP-date form), capped at an hour."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def classify_response(
+    status: int, body: bytes, retry_after: str | None = None
+) -> tuple[TrafficRow, ...]:
+    """Turn one HTTP answer into rows, or raise ``ApiError``.
+
+    The vendor's body decides first (its error statuses are undocumented); the HTTP status only
+    classifies answers that carry no vendor body.
+    """
+    parsed: Any = None
+    decode_problem = ""
+    try:
+        parsed = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        decode_problem = "body is not valid UTF-8"
+    except (ValueError, RecursionError):
+        decode_problem = "body is not valid JSON" if body.strip() else "body is empty"
+    vendor_status = parsed.get("status") if isinstance(parsed, dict) else None
+    if vendor_status in ("error", "fail"):
+        error = _vendor_error(parsed, status)
+        if status == 429:
+            error.retry_after = parse_retry_after(retry_after)
+        raise error
+    if status == 429:
+        raise ApiError(
+            ApiErrorReason.RATE_LIMITED,
+            "HTTP 429 Too Many Requests",
+            status=status,
+            retry_after=parse_retry_after(retry_after),
+        )
+    if vendor_status == "success" and isinstance(parsed, dict):
+        try:
+            return parse_rows(parsed.get("data"))
+        except ValueError as exc:
+            raise ApiError(ApiErrorReason.INVALID_RESPONSE, str(exc), status=status) from None
+    if not 200 <= status < 300:
+        raise ApiError(
+            ApiErrorReason.HTTP_ERROR, f"HTTP {status} without an API body", status=status
+        )
+    if decode_problem:
+        raise ApiError(ApiErrorReason.INVALID_RESPONSE, decode_problem, status=status)
+    shape = "no status field" if isinstance(parsed, dict) else f"a JSON {type(parsed).__name__}"
+    raise ApiError(ApiErrorReason.INVALID_RESPONSE, f"unexpected answer: {shape}", status=status)
+
+
+def _describe_exception(exc: BaseException) -> tuple[ApiErrorReason, str]:
+    """A safe description: aiohttp's own messages embed the URL, and so the key."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return ApiErrorReason.TIMEOUT, "no complete answer within the timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return ApiErrorReason.CONNECTION_ERROR, f"cannot connect: {reason}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ApiErrorReason.CONNECTION_ERROR, "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ApiErrorReason.CONNECTION_ERROR, "the connection broke while reading the body"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ApiErrorReason.CONNECTION_ERROR, f"malformed HTTP answer ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return ApiErrorReason.CONNECTION_ERROR, f"connection failed ({type(exc).__name__})"
+    return ApiErrorReason.CONNECTION_ERROR, f"request failed ({type(exc).__name__})"
+
+
+class TrafficSourceClient:
+    """Fetches one account's traffic-source figures for one window."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        timeout: float,
+        user_agent: str,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self._max_body = max_body
+
+    async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
+        """One request. Returns the rows or raises ``ApiError``; never anything else."""
+        params = {"rest_key": key.reveal(), "date_from": str(date_from), "date_to": str(date_to)}
+        try:
+            async with self._session.get(
+                self._url,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await self._read_capped(response)
+                return classify_response(response.status, body, response.headers.get("Retry-After"))
+        except ApiError:
+            raise
+        except Exception as exc:  # aiohttp/OS errors: reclassified without their text
+            reason, message = _describe_exception(exc)
+            raise ApiError(reason, message) from None
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        declared = response.content_length
+        if declared is not None and declared > self._max_body:
+            raise ApiError(
+                ApiErrorReason.INVALID_RESPONSE,
+                f"body of {declared} bytes is over the {self._max_body}-byte cap",
+                status=response.status,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self._max_body:
+                raise ApiError(
+                    ApiErrorReason.INVALID_RESPONSE,
+                    f"body is over the {self._max_body}-byte cap",
+                    status=response.status,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,501 @@
+"""Turn the YAML configuration into frozen dataclasses, reporting every problem with its path."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter import __version__
+
+DEFAULT_API_URL = "https://api.retargeting.app/v1/partners-api/traffic-source"
+DEFAULT_USER_AGENT = f"retargeting-exporter/{__version__}"
+MAX_WINDOW_SECONDS = 30 * 86400
+MIN_WINDOW_SECONDS = 3600
+MIN_INTERVAL_SECONDS = 30.0
+DEFAULT_MAX_SOURCES = 16
+
+# Labels the exporter sets itself; configured account labels must not shadow them.
+RESERVED_LABELS = frozenset(
+    {"account", "source_name", "window", "reason", "job", "instance", "le", "quantile"}
+)
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNITS = (("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
+_FORMAT_UNITS = _UNITS[1:]  # like Prometheus, never print weeks: 30d stays 30d
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every problem with its path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+class RestKey:
+    """An account's REST API key. Its ``repr``/``str`` never show the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the one place that builds the request."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "RestKey('<redacted>')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RestKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Prometheus-style duration (``90s``, ``5m``, ``1h30m``, ``30d``) into seconds."""
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h30m, 7d)")
+    return sum(float(n) * mult for n, (_, mult) in zip(match.groups(), _UNITS, strict=True) if n)
+
+
+def format_duration(seconds: float) -> str:
+    """Canonical Prometheus-style form: ``86400`` → ``1d``, ``5400`` → ``1h30m``."""
+    if seconds == 0:
+        return "0s"
+    millis = round(seconds * 1000)
+    parts = []
+    for unit, mult in _FORMAT_UNITS:
+        size = round(mult * 1000)
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rolling time window ending at the poll time (shifted back by ``end_offset``)."""
+
+    name: str
+    seconds: int
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        seconds = parse_duration(text.strip())
+        if seconds != int(seconds):
+            raise ValueError(f"window {text!r} must be a whole number of seconds")
+        if not MIN_WINDOW_SECONDS <= seconds <= MAX_WINDOW_SECONDS:
+            raise ValueError(f"window {text} must be between 1h and 30d (the API's limit)")
+        # The label is the window as written (24h stays 24h, 30d stays 30d): users' queries
+        # and alert rules name it that way. Equal durations are rejected as duplicates.
+        return cls(text.strip(), int(seconds))
+
+    def bounds(self, now: float, end_offset: float) -> tuple[int, int]:
+        """``(date_from, date_to)`` in integer Unix seconds, never more than 30 days apart."""
+        date_to = int(now - end_offset)
+        return date_to - self.seconds, date_to
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int = 3
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    url: str = DEFAULT_API_URL
+    timeout: float = 15.0
+    max_concurrency: int = 8
+    user_agent: str = DEFAULT_USER_AGENT
+    retries: RetryConfig = field(default_factory=RetryConfig)
+
+
+@dataclass(frozen=True)
+class PollingConfig:
+    interval: float = 300.0
+    jitter: float = 0.0
+    stale_after: float = 900.0
+    end_offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One Retargeting account: where its key comes from, and how it is polled."""
+
+    name: str
+    rest_key: RestKey
+    key_source: str  # "env SHOP_KEY", "file /run/keys/shop", "literal": safe to print
+    labels: Mapping[str, str]
+    windows: tuple[Window, ...]
+    interval: float
+    stale_after: float
+
+
+@dataclass(frozen=True)
+class Config:
+    api: ApiConfig
+    polling: PollingConfig
+    windows: tuple[Window, ...]
+    accounts: tuple[AccountConfig, ...]
+    max_sources_per_account: int = DEFAULT_MAX_SOURCES
+    source: str = "<memory>"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Every configured account label name, sorted (the extra labels of ``account_info``)."""
+        return tuple(sorted({k for a in self.accounts for k in a.labels}))
+
+
+class _Problems:
+    """Collects problems so the user sees all of them at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}" if path else message)
+
+
+_TOP_KEYS = {"api", "polling", "windows", "accounts", "max_sources_per_account"}
+_API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries"}
+_RETRY_KEYS = {"attempts", "initial_backoff", "max_backoff"}
+_POLLING_KEYS = {"interval", "jitter", "stale_after", "end_offset"}
+_ACCOUNT_KEYS = {
+    "name", "rest_key_env", "rest_key_file", "rest_key", "labels", "windows", "interval",
+    "stale_after",
+}  # fmt: skip
+_KEY_FIELDS = ("rest_key_env", "rest_key_file", "rest_key")
+
+
+def _mapping(value: Any, path: str, problems: _Problems, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(path, f"must be a mapping, got {_kind(value)}")
+        return {}
+    for key in value:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            hint = _closest(str(key), allowed)
+            problems.add(where, "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
+    return {k: v for k, v in value.items() if k in allowed}
+
+
+def _closest(key: str, allowed: set[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+def _duration(
+    raw: dict[str, Any], key: str, path: str, problems: _Problems, default: float, minimum: float
+) -> float:
+    if key not in raw:
+        return default
+    value = raw[key]
+    where = f"{path}.{key}" if path else key
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        problems.add(where, f"must be a duration such as 30s or 5m, got {_kind(value)}")
+        return default
+    try:
+        seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+    except ValueError as exc:
+        problems.add(where, str(exc))
+        return default
+    if seconds < minimum:
+        problems.add(where, f"must be at least {format_duration(minimum)}, got {value}")
+        return default
+    return seconds
+
+
+def _integer(
+    raw: dict[str, Any], key: str, path: str, problems: _Problems, default: int, lo: int, hi: int
+) -> int:
+    if key not in raw:
+        return default
+    value = raw[key]
+    where = f"{path}.{key}"
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        problems.add(where, f"must be an integer from {lo} to {hi}, got {value!r}")
+        return default
+    return value
+
+
+def _windows(value: Any, path: str, problems: _Problems) -> tuple[Window, ...] | None:
+    if not isinstance(value, list) or not value:
+        problems.add(path, "must be a non-empty list of durations such as [24h, 30d]")
+        return None
+    windows: list[Window] = []
+    for i, item in enumerate(value):
+        try:
+            window = Window.parse(str(item))
+        except ValueError as exc:
+            problems.add(f"{path}[{i}]", str(exc))
+            continue
+        if any(w.seconds == window.seconds for w in windows):
+            problems.add(f"{path}[{i}]", f"window {window.name} is listed twice")
+            continue
+        windows.append(window)
+    return tuple(windows)
+
+
+def _parse_api(value: Any, problems: _Problems) -> ApiConfig:
+    raw = _mapping(value, "api", problems, _API_KEYS)
+    url = raw.get("url", DEFAULT_API_URL)
+    if not isinstance(url, str) or not re.match(r"^https?://[^/\s?#]+", url):
+        problems.add("api.url", f"must be an http(s) URL, got {url!r}")
+        url = DEFAULT_API_URL
+    elif "rest_key" in url:
+        problems.add("api.url", "must not contain the rest key; give keys per account")
+    user_agent = raw.get("user_agent", DEFAULT_USER_AGENT)
+    if not isinstance(user_agent, str) or not user_agent.strip():
+        problems.add("api.user_agent", "must be a non-empty string")
+        user_agent = DEFAULT_USER_AGENT
+    retries_raw = _mapping(raw.get("retries"), "api.retries", problems, _RETRY_KEYS)
+    retries = RetryConfig(
+        attempts=_integer(retries_raw, "attempts", "api.retries", problems, 3, 1, 10),
+        initial_backoff=_duration(retries_raw, "initial_backoff", "api.retries", problems, 1, 0),
+        max_backoff=_duration(retries_raw, "max_backoff", "api.retries", problems, 30, 0),
+    )
+    return ApiConfig(
+        url=url,
+        timeout=_duration(raw, "timeout", "api", problems, 15.0, 0.1),
+        max_concurrency=_integer(raw, "max_concurrency", "api", problems, 8, 1, 10000),
+        user_agent=user_agent,
+        retries=retries,
+    )
+
+
+def _parse_polling(value: Any, problems: _Problems) -> tuple[PollingConfig, bool]:
+    raw = _mapping(value, "polling", problems, _POLLING_KEYS)
+    interval = _duration(raw, "interval", "polling", problems, 300.0, MIN_INTERVAL_SECONDS)
+    jitter = _duration(raw, "jitter", "polling", problems, 0.0, 0.0)
+    if jitter > interval / 2:
+        problems.add("polling.jitter", "must be at most half of polling.interval")
+    stale_after = _duration(raw, "stale_after", "polling", problems, 3 * interval, 0.0)
+    if "stale_after" in raw and stale_after < interval:
+        problems.add("polling.stale_after", "must be at least polling.interval")
+    end_offset = _duration(raw, "end_offset", "polling", problems, 0.0, 0.0)
+    if end_offset > 86400:
+        problems.add("polling.end_offset", "must be at most 1d")
+    return PollingConfig(interval, jitter, stale_after, end_offset), "stale_after" in raw
+
+
+def _read_key(
+    raw: dict[str, Any], path: str, env: Mapping[str, str], base: Path, problems: _Problems
+) -> tuple[RestKey | None, str]:
+    """The key and a description of where it came from that is safe to print."""
+    given = [k for k in _KEY_FIELDS if k in raw]
+    if len(given) != 1:
+        detail = "none is set" if not given else f"{' and '.join(given)} are all set"
+        problems.add(path, f"needs exactly one of rest_key_env, rest_key_file, rest_key ({detail})")
+        return None, ""
+    kind = given[0]
+    value = raw[kind]
+    if kind == "rest_key":
+        if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
+            problems.add(f"{path}.rest_key", "must be a non-empty string or number")
+            return None, ""
+        return RestKey(str(value).strip()), "literal"
+    if not isinstance(value, str) or not value:
+        problems.add(f"{path}.{kind}", "must be a non-empty string")
+        return None, ""
+    if kind == "rest_key_env":
+        secret = env.get(value, "")
+        if not secret.strip():
+            state = "is empty" if value in env else "is not set"
+            problems.add(f"{path}.rest_key_env", f"environment variable {value} {state}")
+            return None, ""
+        return RestKey(secret.strip()), f"env {value}"
+    key_path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        secret = key_path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        problems.add(f"{path}.rest_key_file", f"cannot read {key_path}: {reason}")
+        return None, ""
+    if not secret:
+        problems.add(f"{path}.rest_key_file", f"{key_path} is empty")
+        return None, ""
+    return RestKey(secret), f"file {key_path}"
+
+
+def parse_config(
+    data: Any,
+    *,
+    source: str = "<memory>",
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate already-loaded YAML data. Raises ``ConfigError`` listing every problem."""
+    env = os.environ if env is None else env
+    base = base_dir or Path.cwd()
+    problems = _Problems()
+    if data is None:
+        data = {}
+    top = _mapping(data, "", problems, _TOP_KEYS)
+    if not isinstance(data, dict):
+        raise ConfigError(source, problems.items)
+    api = _parse_api(top.get("api"), problems)
+    polling, explicit_stale = _parse_polling(top.get("polling"), problems)
+    windows: tuple[Window, ...] = (Window.parse("24h"), Window.parse("30d"))
+    if "windows" in top:
+        windows = _windows(top["windows"], "windows", problems) or windows
+    max_sources = _integer(
+        top, "max_sources_per_account", "", problems, DEFAULT_MAX_SOURCES, 1, 100
+    )
+
+    accounts: list[AccountConfig] = []
+    raw_accounts = top.get("accounts")
+    if not isinstance(raw_accounts, list) or not raw_accounts:
+        problems.add("accounts", "must be a non-empty list of accounts")
+        raw_accounts = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw_accounts):
+        path = f"accounts[{i}]"
+        if not isinstance(item, dict):
+            problems.add(
+                path, f"must be a mapping with at least name and rest_key_env, got {_kind(item)}"
+            )
+            continue
+        account = _parse_account(item, path, polling, explicit_stale, windows, env, base, problems)
+        if account is None:
+            continue
+        if account.name in seen:
+            problems.add(
+                f"{path}.name",
+                f"{account.name!r} is already used by accounts[{seen[account.name]}]",
+            )
+            continue
+        seen[account.name] = i
+        accounts.append(account)
+    if problems.items:
+        raise ConfigError(source, problems.items)
+    return Config(
+        api=api,
+        polling=polling,
+        windows=windows,
+        accounts=tuple(accounts),
+        max_sources_per_account=max_sources,
+        source=source,
+        warnings=tuple(_literal_key_warnings(raw_accounts, source)),
+    )
+
+
+def _parse_account(
+    item: dict[str, Any],
+    path: str,
+    polling: PollingConfig,
+    explicit_stale: bool,
+    windows: tuple[Window, ...],
+    env: Mapping[str, str],
+    base: Path,
+    problems: _Problems,
+) -> AccountConfig | None:
+    before = len(problems.items)
+    raw = _mapping(item, path, problems, _ACCOUNT_KEYS)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.add(f"{path}.name", "must be a non-empty string")
+        name = ""
+    elif len(name) > 128 or any(ord(c) < 32 for c in name):
+        problems.add(f"{path}.name", "must be at most 128 printable characters")
+    key, key_source = _read_key(raw, path, env, base, problems)
+    labels: dict[str, str] = {}
+    raw_labels = raw.get("labels", {})
+    if not isinstance(raw_labels, dict):
+        problems.add(
+            f"{path}.labels", f"must be a mapping of label names to values, got {_kind(raw_labels)}"
+        )
+    else:
+        for label, value in raw_labels.items():
+            where = f"{path}.labels.{label}"
+            if not isinstance(label, str) or not _LABEL_NAME.match(label) or label.startswith("__"):
+                problems.add(where, "is not a valid Prometheus label name")
+            elif label in RESERVED_LABELS:
+                problems.add(where, f"{label} is set by the exporter and cannot be configured")
+            elif isinstance(value, dict | list) or value is None:
+                problems.add(where, "must be a string")
+            else:
+                labels[label] = str(value).lower() if isinstance(value, bool) else str(value)
+    account_windows = windows
+    if "windows" in raw:
+        account_windows = _windows(raw["windows"], f"{path}.windows", problems) or windows
+    interval = _duration(raw, "interval", path, problems, polling.interval, MIN_INTERVAL_SECONDS)
+    default_stale = polling.stale_after if explicit_stale else 3 * interval
+    stale_after = _duration(raw, "stale_after", path, problems, default_stale, 0.0)
+    if stale_after < interval:
+        problems.add(f"{path}.stale_after", "must be at least the account's polling interval")
+    if len(problems.items) != before or key is None:
+        return None
+    return AccountConfig(
+        name=name,
+        rest_key=key,
+        key_source=key_source,
+        labels=labels,
+        windows=account_windows,
+        interval=interval,
+        stale_after=stale_after,
+    )
+
+
+def _literal_key_warnings(raw_accounts: list[Any], source: str) -> Iterator[str]:
+    """Like ssh: a literal key in a file other users can read deserves a warning."""
+    literal = [str(a.get("name")) for a in raw_accounts if isinstance(a, dict) and "rest_key" in a]
+    if not literal:
+        return
+    try:
+        mode = Path(source).stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o044:
+        yield (
+            f"{source} is readable by other users (mode {mode:o}) and holds a literal rest_key "
+            f"for account(s) {', '.join(literal)}: use rest_key_env or rest_key_file, "
+            f"or chmod 600 {source}"
+        )
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file. Raises ``ConfigError`` naming the file and every problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(source, [f"cannot read the file: {reason}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(source, [f"{where}{problem}"]) from None
+    return parse_config(data, source=source, env=env, base_dir=path.parent)

@@ -1,0 +1,296 @@
+"""Metric names, HELP texts, and turning account snapshots into the text exposition.
+
+No I/O here. Each account's part of the exposition is rendered once, when its snapshot changes
+(or when some of its figures turn stale), and a scrape joins the cached parts: with thousands of
+accounts a scrape costs a join, not a re-render of every sample.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter import __version__
+from exporter.client import ApiErrorReason, TrafficRow
+from exporter.config import format_duration
+from exporter.store import AccountSnapshot, SnapshotStore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    type: str  # gauge | counter
+    help: str
+
+
+IMPRESSIONS = Family("retargeting_impressions", "gauge", "Impressions in the window")
+CLICKS = Family("retargeting_clicks", "gauge", "Clicks in the window (API field click)")
+ORDERS = Family("retargeting_orders", "gauge", "Orders attributed in the window (API field order)")
+REVENUE = Family(
+    "retargeting_revenue",
+    "gauge",
+    "Revenue attributed in the window, in the shop's currency units",
+)
+CTR = Family(
+    "retargeting_ctr_ratio",
+    "gauge",
+    "Click-through rate reported by the API, as a ratio (API ctr / 100)",
+)
+CVR = Family(
+    "retargeting_cvr_ratio",
+    "gauge",
+    "Conversion rate reported by the API, as a ratio (API cvr / 100)",
+)
+
+# Traffic figures: one series per account, source and window, in this order.
+TRAFFIC_FIELDS: tuple[tuple[Family, Callable[[TrafficRow], float]], ...] = (
+    (IMPRESSIONS, lambda r: r.impressions),
+    (CLICKS, lambda r: r.clicks),
+    (ORDERS, lambda r: r.orders),
+    (REVENUE, lambda r: r.revenue),
+    (CTR, lambda r: r.ctr_ratio),
+    (CVR, lambda r: r.cvr_ratio),
+)
+
+UP = Family(
+    "retargeting_up", "gauge", "1 if the last poll of every window of the account succeeded, else 0"
+)
+ACTIVE = Family(
+    "retargeting_account_active",
+    "gauge",
+    "0 after the API said the account is not active, 1 after a successful answer",
+)
+REQUESTS = Family(
+    "retargeting_api_requests_total",
+    "counter",
+    "API requests made for the account, retries included",
+)
+ERRORS = Family(
+    "retargeting_api_errors_total", "counter", "Failed API requests for the account, by reason"
+)
+LAST_SUCCESS = Family(
+    "retargeting_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time at the end of the last poll in which every window succeeded",
+)
+POLL_DURATION = Family(
+    "retargeting_poll_duration_seconds",
+    "gauge",
+    "Duration of the account's last poll, retries included",
+)
+POLL_INTERVAL = Family(
+    "retargeting_poll_interval_seconds", "gauge", "The account's configured polling interval"
+)
+ACCOUNT_INFO = Family(
+    "retargeting_account_info", "gauge", "Always 1; the account's configured labels"
+)
+DROPPED_SOURCES = Family(
+    "retargeting_sources_dropped",
+    "gauge",
+    "Traffic sources in the last answer that were not exported because of max_sources_per_account",
+)
+
+ACCOUNT_FAMILIES: tuple[Family, ...] = (
+    *(f for f, _ in TRAFFIC_FIELDS),
+    UP, ACTIVE, REQUESTS, ERRORS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, ACCOUNT_INFO,
+    DROPPED_SOURCES,
+)  # fmt: skip
+
+BUILD_INFO = Family(
+    "retargeting_exporter_build_info",
+    "gauge",
+    "Always 1; the exporter's version and Python version",
+)
+SHARD_INFO = Family(
+    "retargeting_exporter_shard_info",
+    "gauge",
+    "Always 1; which shard of the accounts this replica polls",
+)
+ACCOUNTS = Family("retargeting_exporter_accounts", "gauge", "Accounts this replica polls")
+RELOAD_OK = Family(
+    "retargeting_exporter_config_last_reload_successful",
+    "gauge",
+    "1 if the last configuration (re)load succeeded",
+)
+RELOAD_TS = Family(
+    "retargeting_exporter_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful configuration (re)load",
+)
+INTERNAL_ERRORS = Family(
+    "retargeting_exporter_internal_errors_total",
+    "counter",
+    "Unexpected errors inside the exporter's poll loops (bugs); see the logs",
+)
+
+EXPORTER_FAMILIES: tuple[Family, ...] = (
+    BUILD_INFO, SHARD_INFO, ACCOUNTS, RELOAD_OK, RELOAD_TS, INTERNAL_ERRORS,
+)  # fmt: skip
+
+# Every metric name the exporter can expose (dashboards and alerts may use only these).
+METRIC_NAMES: frozenset[str] = frozenset(f.name for f in (*ACCOUNT_FAMILIES, *EXPORTER_FAMILIES))
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+
+
+def escape(value: str) -> str:
+    """Escape a label value for the text exposition format."""
+    return value.translate(_ESCAPES)
+
+
+def number(value: float | int) -> str:
+    """Shortest exact text for a sample value."""
+    if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    return repr(value)
+
+
+def _polled_help(family: Family, interval: float) -> str:
+    if family in (ACCOUNT_INFO, POLL_INTERVAL):
+        return family.help + "."
+    return (
+        f"{family.help}. Refreshed by polling the Retargeting API every "
+        f"{format_duration(interval)} (per-account value: retargeting_poll_interval_seconds)."
+    )
+
+
+def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
+    """One account's samples, one text block per family of ``ACCOUNT_FAMILIES``."""
+    account = f'account="{escape(snapshot.name)}"'
+    blocks: list[list[str]] = [[] for _ in ACCOUNT_FAMILIES]
+    for figures in snapshot.visible_figures(now):
+        window = escape(figures.window)
+        for row in figures.rows:
+            labels = f'{{{account},source_name="{escape(row.source_name)}",window="{window}"}}'
+            for i, (family, value) in enumerate(TRAFFIC_FIELDS):
+                blocks[i].append(f"{family.name}{labels} {number(value(row))}\n")
+    base = len(TRAFFIC_FIELDS)
+    simple = f"{{{account}}}"
+    if snapshot.polled:
+        blocks[base].append(f"{UP.name}{simple} {int(snapshot.up)}\n")
+    if snapshot.active is not None:
+        blocks[base + 1].append(f"{ACTIVE.name}{simple} {int(snapshot.active)}\n")
+    blocks[base + 2].append(f"{REQUESTS.name}{simple} {snapshot.requests_total}\n")
+    blocks[base + 3].extend(
+        f'{ERRORS.name}{{{account},reason="{reason}"}} {snapshot.errors_total.get(reason, 0)}\n'
+        for reason in ApiErrorReason
+    )
+    if snapshot.last_success is not None:
+        blocks[base + 4].append(f"{LAST_SUCCESS.name}{simple} {number(snapshot.last_success)}\n")
+    if snapshot.poll_duration is not None:
+        blocks[base + 5].append(f"{POLL_DURATION.name}{simple} {number(snapshot.poll_duration)}\n")
+    blocks[base + 6].append(f"{POLL_INTERVAL.name}{simple} {number(snapshot.interval)}\n")
+    extra = "".join(f',{k}="{escape(v)}"' for k, v in sorted(snapshot.labels.items()))
+    blocks[base + 7].append(f"{ACCOUNT_INFO.name}{{{account}{extra}}} 1\n")
+    if snapshot.polled:
+        blocks[base + 8].append(f"{DROPPED_SOURCES.name}{simple} {snapshot.dropped_sources}\n")
+    return tuple("".join(block) for block in blocks)
+
+
+@dataclass
+class _Rendered:
+    snapshot: AccountSnapshot
+    visible: tuple[str, ...]
+    blocks: tuple[str, ...]
+
+
+class AccountsExposition:
+    """Caches every account's rendered part and the joined body.
+
+    ``render`` re-renders only accounts whose snapshot changed or whose figures turned stale,
+    and rebuilds the body only when something changed: an idle scrape returns cached bytes.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._headers = tuple(
+            f"# HELP {f.name} {_polled_help(f, interval)}\n# TYPE {f.name} {f.type}\n"
+            for f in ACCOUNT_FAMILIES
+        )
+        self._parts: dict[str, _Rendered] = {}
+        self._body = b""
+        self._generation = -1
+        self._valid_until = float("-inf")
+        self.renders = 0  # accounts rendered so far (for tests and benchmarks)
+
+    def render(self, store: SnapshotStore, now: float) -> bytes:
+        if store.generation == self._generation and now < self._valid_until:
+            return self._body
+        parts: dict[str, _Rendered] = {}
+        valid_until = float("inf")
+        for snapshot in store.snapshots():
+            visible = tuple(f.window for f in snapshot.visible_figures(now))
+            cached = self._parts.get(snapshot.name)
+            if cached is None or cached.snapshot is not snapshot or cached.visible != visible:
+                cached = _Rendered(snapshot, visible, render_account(snapshot, now))
+                self.renders += 1
+            parts[snapshot.name] = cached
+            deadline = snapshot.stale_deadline(now)
+            if deadline is not None:
+                valid_until = min(valid_until, deadline)
+        self._parts = parts
+        blocks = [p.blocks for p in parts.values()]
+        out: list[str] = []
+        for i, header in enumerate(self._headers):
+            samples = "".join(b[i] for b in blocks)
+            if samples:
+                out.append(header)
+                out.append(samples)
+        self._body = "".join(out).encode("utf-8")
+        self._generation = store.generation
+        self._valid_until = valid_until
+        return self._body
+
+
+@dataclass
+class ExporterState:
+    """Exporter-wide facts for the self-metrics (not per account)."""
+
+    shard_index: int = 0
+    shard_count: int = 1
+    accounts: int = 0
+    reload_successful: bool = True
+    reload_success_timestamp: float = 0.0
+    internal_errors: int = 0
+
+
+_PROCESS_REGISTRY = CollectorRegistry(auto_describe=False)
+ProcessCollector(registry=_PROCESS_REGISTRY)
+
+
+def render_exporter(state: ExporterState) -> bytes:
+    """The exporter's own metrics plus the standard ``process_*`` metrics."""
+    values: list[tuple[Family, str, float]] = [
+        (
+            BUILD_INFO,
+            f'{{version="{escape(__version__)}",python_version="{platform.python_version()}"}}',
+            1,
+        ),
+        (SHARD_INFO, f'{{shard_index="{state.shard_index}",shard_count="{state.shard_count}"}}', 1),
+        (ACCOUNTS, "", state.accounts),
+        (RELOAD_OK, "", int(state.reload_successful)),
+        (RELOAD_TS, "", state.reload_success_timestamp),
+        (INTERNAL_ERRORS, "", state.internal_errors),
+    ]
+    text = "".join(
+        f"# HELP {f.name} {f.help}.\n# TYPE {f.name} {f.type}\n{f.name}{labels} {number(v)}\n"
+        for f, labels, v in values
+    )
+    return text.encode("utf-8") + generate_latest(_PROCESS_REGISTRY)
+
+
+def render_all(
+    exposition: AccountsExposition, store: SnapshotStore, state: ExporterState, now: float
+) -> bytes:
+    """The whole exposition in one piece (``--once`` and tests)."""
+    return exposition.render(store, now) + render_exporter(state)
+
+
+def metric_names_in(text: Iterable[str]) -> set[str]:
+    """Family names appearing in HELP lines of an exposition (used by tests and tools)."""
+    return {line.split()[2] for line in text if line.startswith("# HELP ")}

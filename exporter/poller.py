@@ -1,0 +1,362 @@
+"""Scheduling: one loop per account, spread over the interval, sharing one concurrency limit.
+
+A poll requests every window of the account. Transient failures are retried within the poll with
+exponential back-off and full jitter (honouring ``Retry-After``); permanent ones are not. The
+result of every poll becomes a new ``AccountSnapshot`` in the store. A state change (up → down,
+reason changed, recovery) is logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
+from exporter.config import AccountConfig, Config, Window
+from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures
+
+log = logging.getLogger(__name__)
+
+# The documented sources come first when the per-account cap forces a choice.
+_DOCUMENTED = ("Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups")
+
+
+def phase(name: str) -> float:
+    """A stable fraction in [0, 1) per account name: spreads polls evenly over the interval."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
+    """What the store holds for an account before its first poll."""
+    return AccountSnapshot(
+        name=account.name,
+        labels=MappingProxyType(dict(account.labels)),
+        interval=account.interval,
+        stale_after=account.stale_after,
+        windows=tuple(w.name for w in account.windows),
+    )
+
+
+@dataclass
+class _WindowOutcome:
+    window: Window
+    rows: tuple[TrafficRow, ...] | None
+    error: ApiError | None
+    attempts: int
+    failures: list[ApiErrorReason]
+    fetched_at: float
+    date_from: int
+    date_to: int
+    not_before: float  # wall-clock time before which no new request may be sent (Retry-After)
+
+
+class Poller:
+    """Polls every configured account and keeps the store up to date."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: TrafficSourceClient,
+        store: SnapshotStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._store = store
+        self._clock = clock
+        self._rng = rng or random.Random()  # jitter, not cryptography
+        self._limit = asyncio.Semaphore(config.api.max_concurrency)
+        self._accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._not_before: dict[str, float] = {}
+        self._warned_cap: set[str] = set()
+        self._limit_size = config.api.max_concurrency
+        self._running = False
+        self.internal_errors = 0
+        # Wall-clock time of each account's next planned poll (for the status page).
+        self.next_poll: dict[str, float] = {}
+        for account in config.accounts:
+            if store.get(account.name) is None:
+                store.put(initial_snapshot(account))
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    # -- one poll ------------------------------------------------------------------------------
+
+    async def poll(self, account: AccountConfig) -> AccountSnapshot:
+        """Poll every window of ``account`` once, store and return the new snapshot."""
+        started = time.monotonic()
+        now = self._clock()
+        outcomes = await asyncio.gather(*(self._fetch(account, w, now) for w in account.windows))
+        finished = self._clock()
+        previous = self._store.get(account.name) or initial_snapshot(account)
+        snapshot = self._next_snapshot(account, previous, outcomes, finished, started)
+        not_before = max((o.not_before for o in outcomes), default=0.0)
+        if not_before > finished:
+            self._not_before[account.name] = not_before
+        self._log_transition(previous, snapshot)
+        if account.name in self._accounts:  # not removed by a reload meanwhile
+            self._store.put(snapshot)
+        return snapshot
+
+    async def _fetch(self, account: AccountConfig, window: Window, now: float) -> _WindowOutcome:
+        date_from, date_to = window.bounds(now, self._config.polling.end_offset)
+        retries = self._config.api.retries
+        # Retries must end well inside the interval so polls never pile up.
+        give_up_at = time.monotonic() + account.interval / 2
+        failures: list[ApiErrorReason] = []
+        not_before = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._limit:
+                    rows = await self._client.fetch(account.rest_key, date_from, date_to)
+            except ApiError as error:
+                failures.append(error.reason)
+                if error.retry_after is not None:
+                    not_before = self._clock() + error.retry_after
+                if not error.transient or attempt >= retries.attempts:
+                    return _WindowOutcome(
+                        window, None, error, attempt, failures, 0.0, date_from, date_to, not_before
+                    )
+                cap = min(retries.max_backoff, retries.initial_backoff * 2 ** (attempt - 1))
+                delay = self._rng.uniform(0, cap)  # full jitter
+                if error.retry_after is not None:
+                    delay = max(delay, error.retry_after)
+                if time.monotonic() + delay > give_up_at:
+                    return _WindowOutcome(
+                        window, None, error, attempt, failures, 0.0, date_from, date_to, not_before
+                    )
+                await asyncio.sleep(delay)
+                continue
+            return _WindowOutcome(
+                window, rows, None, attempt, failures, self._clock(), date_from, date_to, 0.0
+            )
+
+    def _cap_sources(
+        self, account: str, rows: tuple[TrafficRow, ...]
+    ) -> tuple[tuple[TrafficRow, ...], int]:
+        cap = self._config.max_sources_per_account
+        if len(rows) <= cap:
+            return rows, 0
+        ranked = sorted(
+            rows,
+            key=lambda r: (
+                _DOCUMENTED.index(r.source_name)
+                if r.source_name in _DOCUMENTED
+                else len(_DOCUMENTED),
+                r.source_name,
+            ),
+        )
+        if account not in self._warned_cap:
+            self._warned_cap.add(account)
+            log.warning(
+                "more traffic sources than max_sources_per_account; extra sources not exported",
+                extra={"account": account, "sources": len(rows), "cap": cap},
+            )
+        return tuple(ranked[:cap]), len(rows) - cap
+
+    def _next_snapshot(
+        self,
+        account: AccountConfig,
+        previous: AccountSnapshot,
+        outcomes: list[_WindowOutcome],
+        finished: float,
+        started: float,
+    ) -> AccountSnapshot:
+        figures = {
+            k: v for k, v in previous.figures.items() if k in {w.name for w in account.windows}
+        }
+        errors = dict(previous.errors_total)
+        requests = previous.requests_total
+        dropped = 0
+        failed: list[ApiError] = []
+        succeeded = False
+        for outcome in outcomes:
+            requests += outcome.attempts
+            for reason in outcome.failures:
+                errors[reason] = errors.get(reason, 0) + 1
+            if outcome.rows is not None:
+                succeeded = True
+                rows, dropped_here = self._cap_sources(account.name, outcome.rows)
+                dropped = max(dropped, dropped_here)
+                figures[outcome.window.name] = WindowFigures(
+                    outcome.window.name,
+                    rows,
+                    outcome.fetched_at,
+                    outcome.date_from,
+                    outcome.date_to,
+                )
+            elif outcome.error is not None:
+                failed.append(outcome.error)
+        up = not failed
+        active = previous.active
+        if any(e.reason is ApiErrorReason.ACCOUNT_INACTIVE for e in failed):
+            active = False
+        elif succeeded:
+            active = True
+        # The most telling failure: a permanent one (key, inactive) outranks a passing one.
+        main_error = next((e for e in failed if not e.transient), failed[-1] if failed else None)
+        return replace(
+            previous,
+            labels=MappingProxyType(dict(account.labels)),
+            interval=account.interval,
+            stale_after=account.stale_after,
+            windows=tuple(w.name for w in account.windows),
+            polled=True,
+            up=up,
+            active=active,
+            figures=MappingProxyType(figures),
+            last_success=finished if up else previous.last_success,
+            last_poll_end=finished,
+            poll_duration=time.monotonic() - started,
+            last_error=main_error.reason if main_error else None,
+            last_error_message=main_error.message if main_error else "",
+            requests_total=requests,
+            errors_total=MappingProxyType(errors),
+            dropped_sources=dropped,
+        )
+
+    @staticmethod
+    def _log_transition(previous: AccountSnapshot, current: AccountSnapshot) -> None:
+        fields: dict[str, object] = {"account": current.name}
+        if current.up and (not previous.polled or not previous.up):
+            if previous.polled:
+                log.info("account recovered", extra=fields)
+            else:
+                log.info("account polled successfully", extra=fields)
+        elif not current.up and (
+            previous.up or not previous.polled or previous.last_error != current.last_error
+        ):
+            fields.update(reason=str(current.last_error), error=current.last_error_message)
+            log.warning(
+                "account down"
+                if previous.up or not previous.polled
+                else "account failure reason changed",
+                extra=fields,
+            )
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one loop per account; the first poll of each happens at once."""
+        self._running = True
+        epoch = time.monotonic()
+        for account in self._config.accounts:
+            self._start_loop(account.name, epoch)
+
+    def _start_loop(self, name: str, epoch: float) -> None:
+        self._tasks[name] = asyncio.create_task(self._loop(name, epoch), name=f"poll {name}")
+
+    async def _loop(self, name: str, epoch: float) -> None:
+        slot = epoch  # the account's current slot on the monotonic clock, before jitter
+        next_at = epoch
+        first = True
+        while name in self._accounts:
+            delay = max(next_at - time.monotonic(), self._not_before.pop(name, 0.0) - self._clock())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            account = self._accounts.get(name)
+            if account is None:
+                return
+            try:
+                await self.poll(account)
+            except Exception:  # a bug must not kill the account's loop: log it, count it, go on
+                self.internal_errors += 1
+                log.exception("unexpected error while polling", extra={"account": name})
+            # After the first poll (at start-up), each account keeps a stable phase within the
+            # interval, so the API sees a steady rate instead of every account at once.
+            interval = account.interval
+            slot = epoch + interval * (0.5 + phase(name)) if first else slot + interval
+            first = False
+            now = time.monotonic()
+            if slot < now:  # the poll overran its slot: skip the missed ones, do not catch up
+                slot += math.ceil((now - slot) / interval) * interval
+            jitter = self._config.polling.jitter
+            next_at = slot + (self._rng.uniform(-jitter, jitter) if jitter else 0.0)
+            self.next_poll[name] = self._clock() + max(0.0, next_at - now)
+
+    async def poll_all_once(self) -> list[AccountSnapshot]:
+        """Poll every account once, concurrently (``--once``)."""
+        return list(await asyncio.gather(*(self.poll(a) for a in self._config.accounts)))
+
+    def healthy(self) -> bool:
+        """Every account's loop is running."""
+        return len(self._tasks) == len(self._accounts) and not any(
+            t.done() for t in self._tasks.values()
+        )
+
+    def ready(self) -> bool:
+        """Every account has been polled at least once."""
+        return all((s := self._store.get(n)) is not None and s.polled for n in self._accounts)
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def apply(
+        self, config: Config, client: TrafficSourceClient | None = None
+    ) -> Mapping[str, list[str]]:
+        """Switch to a new, already validated config without losing state.
+
+        Added accounts start polling, removed ones stop and vanish from the store, unchanged ones
+        keep their data and schedule; a changed key or window list is used from the next request.
+        """
+        old = self._accounts
+        new = {a.name: a for a in config.accounts}
+        added = [n for n in new if n not in old]
+        removed = [n for n in old if n not in new]
+        changed = [n for n in new if n in old and new[n] != old[n]]
+        self._config = config
+        self._accounts = new
+        if client is not None:
+            self._client = client
+        if config.api.max_concurrency != self._limit_size:
+            self._limit = asyncio.Semaphore(config.api.max_concurrency)
+            self._limit_size = config.api.max_concurrency
+        for name in removed:
+            task = self._tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+            self._store.remove(name)
+            self._not_before.pop(name, None)
+            self.next_poll.pop(name, None)
+        for name in changed:
+            snapshot = self._store.get(name)
+            if snapshot is not None:
+                account = new[name]
+                self._store.put(
+                    replace(
+                        snapshot,
+                        labels=MappingProxyType(dict(account.labels)),
+                        interval=account.interval,
+                        stale_after=account.stale_after,
+                        windows=tuple(w.name for w in account.windows),
+                    )
+                )
+        epoch = time.monotonic()
+        for name in added:
+            self._store.put(initial_snapshot(new[name]))
+            if self._running:
+                self._start_loop(name, epoch)
+        return {"added": added, "removed": removed, "changed": changed}
+
+    async def stop(self) -> None:
+        """Cancel every loop and wait for them to end."""
+        self._running = False
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,187 @@
+"""The aiohttp application: status page, /metrics, health, readiness and reload endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.metrics import CONTENT_TYPE, AccountsExposition, ExporterState, render_exporter
+from exporter.poller import Poller
+from exporter.store import AccountSnapshot, SnapshotStore
+
+log = logging.getLogger(__name__)
+
+# Bodies smaller than this are compressed inline; larger ones in a thread (zlib frees the GIL).
+_INLINE_GZIP_BYTES = 256 * 1024
+
+
+class GzipCache:
+    """Gzip of the (large, rarely changing) accounts body, computed once per body.
+
+    The small exporter part changes every scrape; it is appended to a copy of the compressor
+    state, so each response is still a single valid gzip member.
+    """
+
+    def __init__(self, level: int = 1) -> None:
+        self._level = level
+        self._source: bytes | None = None
+        self._prefix = b""
+        self._compressor: zlib._Compress | None = None
+        self._lock = asyncio.Lock()
+
+    def _compress(self, body: bytes) -> tuple[bytes, zlib._Compress]:
+        compressor = zlib.compressobj(self._level, zlib.DEFLATED, 31)
+        prefix = compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        return prefix, compressor
+
+    async def compress(self, body: bytes, tail: bytes) -> bytes:
+        async with self._lock:
+            if body is not self._source or self._compressor is None:
+                if len(body) > _INLINE_GZIP_BYTES:
+                    loop = asyncio.get_running_loop()
+                    prefix, compressor = await loop.run_in_executor(None, self._compress, body)
+                else:
+                    prefix, compressor = self._compress(body)
+                self._source, self._prefix, self._compressor = body, prefix, compressor
+            finisher = self._compressor.copy()
+        return self._prefix + finisher.compress(tail) + finisher.flush()
+
+
+ReloadFn = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+@dataclass
+class Runtime:
+    """What the handlers need, shared through one typed application key."""
+
+    store: SnapshotStore
+    poller: Poller
+    exposition: AccountsExposition
+    state: ExporterState
+    reload: ReloadFn
+    telemetry_path: str = "/metrics"
+    clock: Callable[[], float] = time.time
+    gzip: GzipCache = field(default_factory=GzipCache)
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    rt.state.internal_errors = rt.poller.internal_errors
+    rt.state.accounts = len(rt.store)
+    accounts = rt.exposition.render(rt.store, rt.clock())
+    tail = render_exporter(rt.state)
+    headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+        body = await rt.gzip.compress(accounts, tail)
+        headers["Content-Encoding"] = "gzip"
+    else:
+        body = accounts + tail
+    return web.Response(body=body, headers=headers)
+
+
+async def healthy(request: web.Request) -> web.Response:
+    if request.app[RUNTIME].poller.healthy():
+        return web.Response(text="Healthy.\n")
+    return web.Response(status=503, text="Unhealthy: a poll loop has stopped.\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    if request.app[RUNTIME].poller.ready():
+        return web.Response(text="Ready.\n")
+    return web.Response(status=503, text="Not ready: some accounts have not been polled yet.\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    ok, message = await request.app[RUNTIME].reload()
+    return web.Response(status=200 if ok else 500, text=message + "\n")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _account_row(snapshot: AccountSnapshot, next_poll: float | None, now: float) -> str:
+    esc = html.escape
+    if not snapshot.polled:
+        state, css = "pending", "pending"
+    elif snapshot.up:
+        state, css = "up", "up"
+    else:
+        state, css = "down", "down"
+    active = {None: "unknown", True: "yes", False: "no"}[snapshot.active]
+    last_success = _age(now - snapshot.last_success) + " ago" if snapshot.last_success else "never"
+    error = ""
+    if snapshot.last_error is not None:
+        error = f"<code>{esc(str(snapshot.last_error))}</code> {esc(snapshot.last_error_message)}"
+    upcoming = "now" if next_poll is None or next_poll <= now else "in " + _age(next_poll - now)
+    return (
+        f'<tr class="account {css}" data-account="{esc(snapshot.name)}">'
+        f"<td>{esc(snapshot.name)}</td>"
+        f'<td class="state"><span class="badge {css}">{state}</span></td>'
+        f'<td class="active-{active}">{active}</td>'
+        f"<td>{last_success}</td><td>{error}</td><td>{upcoming}</td></tr>"
+    )
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#1d1d1f}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:.4em .7em;border-bottom:1px solid #ddd}
+th{background:#f4f4f6}.badge{padding:.1em .6em;border-radius:1em;font-weight:600;color:#fff}
+.badge.up{background:#1a7f37}.badge.down{background:#cf222e}.badge.pending{background:#9a6700}
+tr.down{background:#ffebe9}.active-no{color:#cf222e;font-weight:600}code{font-size:90%}
+"""
+
+
+async def index(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    now = rt.clock()
+    snapshots = rt.store.snapshots()
+    rows = "\n".join(_account_row(s, rt.poller.next_poll.get(s.name), now) for s in snapshots)
+    down = sum(1 for s in snapshots if s.polled and not s.up)
+    shard = ""
+    if rt.state.shard_count > 1:
+        shard = f" · shard {rt.state.shard_index} of {rt.state.shard_count}"
+    path = html.escape(rt.telemetry_path)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
+<title>Retargeting exporter</title><style>{_STYLE}</style></head>
+<body><h1>Retargeting exporter</h1>
+<p>Version {html.escape(__version__)}{shard} · <a href="{path}">Metrics</a> ·
+<a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>
+<p id="summary">{len(snapshots)} accounts, {down} down.</p>
+<table id="accounts"><thead><tr><th>Account</th><th>State</th><th>Active</th>
+<th>Last success</th><th>Last error</th><th>Next poll</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table></body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    """The application; ``runtime.poller`` is started and stopped by the caller."""
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app.router.add_get("/", index)
+    app.router.add_get(runtime.telemetry_path, metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    return app
