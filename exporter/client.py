@@ -11,10 +11,12 @@ import asyncio
 import email.utils
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -148,7 +150,8 @@ def _amount(row: Mapping[str, Any], field: str, *, percent: bool) -> float:
         raise ValueError(f"field {field!r} is not a number")
     if not math.isfinite(number) or number < 0 or number > MAX_COUNT:
         raise ValueError(f"field {field!r} is out of range: {number}")
-    return number / 100.0 if percent else number
+    # Decimal keeps "1.36" % → 0.0136 exact (float division would give 0.013600000000000001).
+    return float(Decimal(repr(number)).scaleb(-2)) if percent else number
 
 
 def parse_rows(data: Any) -> tuple[TrafficRow, ...]:
@@ -251,6 +254,9 @@ def classify_response(
     if vendor_status in ("error", "fail"):
         error = _vendor_error(parsed, status)
         if status == 429:
+            # A 429 with a generic error body ("Too Many Attempts.") is still rate limiting.
+            if error.reason is ApiErrorReason.API_ERROR:
+                error.reason = ApiErrorReason.RATE_LIMITED
             error.retry_after = parse_retry_after(retry_after)
         raise error
     if status == 429:
@@ -280,7 +286,8 @@ def _describe_exception(exc: BaseException) -> tuple[ApiErrorReason, str]:
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return ApiErrorReason.TIMEOUT, "no complete answer within the timeout"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        errno = exc.os_error.errno
+        reason = os.strerror(errno) if errno else type(exc.os_error).__name__
         return ApiErrorReason.CONNECTION_ERROR, f"cannot connect: {reason}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ApiErrorReason.CONNECTION_ERROR, "the server closed the connection"

@@ -1,0 +1,346 @@
+"""Config loading: valid files become dataclasses, every bad one gets exact, path-named problems."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tooling import REPO
+
+from exporter.config import (
+    DEFAULT_API_URL,
+    ConfigError,
+    RestKey,
+    Window,
+    format_duration,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+
+ENV = {"SHOP_A_KEY": "key-aaa", "SHOP_B_KEY": "key-bbb", "EMPTY": "  "}
+
+
+def minimal(**extra: object) -> dict[str, object]:
+    data: dict[str, object] = {"accounts": [{"name": "shop-a", "rest_key_env": "SHOP_A_KEY"}]}
+    data.update(extra)
+    return data
+
+
+def problems_of(data: object, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="cfg.yaml", env=ENV if env is None else env)
+    return info.value.problems
+
+
+def test_defaults() -> None:
+    config = parse_config(minimal(), env=ENV)
+    assert config.api.url == DEFAULT_API_URL
+    assert config.api.timeout == 15
+    assert config.api.max_concurrency == 8
+    assert config.api.user_agent.startswith("retargeting-exporter/")
+    assert config.polling.interval == 300
+    assert config.polling.stale_after == 900
+    assert config.polling.end_offset == 0
+    assert [w.name for w in config.windows] == ["24h", "30d"]
+    account = config.accounts[0]
+    assert account.rest_key.reveal() == "key-aaa"
+    assert account.key_source == "env SHOP_A_KEY"
+    assert account.interval == 300 and account.stale_after == 900
+    assert [w.seconds for w in account.windows] == [86400, 30 * 86400]
+
+
+def test_full_example_file_is_valid() -> None:
+    env = {"SHOP_FASHION_KEY": "k1", "SHOP_ELECTRONICS_KEY": "k2"}
+    config = load_config(REPO / "config.example.yaml", env=env | dict(os.environ))
+    assert len(config.accounts) >= 2
+    assert config.source.endswith("config.example.yaml")
+
+
+def test_overrides_per_account(tmp_path: Path) -> None:
+    key_file = tmp_path / "shop-b.key"
+    key_file.write_text("file-key\n")
+    config = parse_config(
+        {
+            "polling": {"interval": "2m", "jitter": "10s", "end_offset": "1h"},
+            "windows": ["1h", "7d"],
+            "accounts": [
+                {"name": "a", "rest_key_env": "SHOP_A_KEY", "labels": {"team": "x", "vip": True}},
+                {
+                    "name": "b",
+                    "rest_key_file": "shop-b.key",
+                    "windows": ["24h"],
+                    "interval": "10m",
+                },
+                {"name": "c", "rest_key": 12345},
+            ],
+        },
+        env=ENV,
+        base_dir=tmp_path,
+    )
+    a, b, c = config.accounts
+    assert a.labels == {"team": "x", "vip": "true"}
+    assert [w.name for w in a.windows] == ["1h", "7d"] and a.interval == 120
+    assert a.stale_after == 360  # 3 x the account's interval
+    assert b.rest_key.reveal() == "file-key" and b.key_source == f"file {key_file}"
+    assert [w.name for w in b.windows] == ["24h"] and b.interval == 600 and b.stale_after == 1800
+    assert c.rest_key.reveal() == "12345" and c.key_source == "literal"
+    assert config.polling.end_offset == 3600
+    assert config.label_names == ("team", "vip")
+
+
+BAD_CONFIGS = [
+    pytest.param([1, 2], ["must be a mapping, got a list"], id="not-a-mapping"),
+    pytest.param({}, ["accounts: must be a non-empty list of accounts"], id="no-accounts"),
+    pytest.param(
+        minimal(pollng={"interval": "1m"}),
+        ["pollng: unknown key (did you mean 'polling'?)"],
+        id="typo-top-level",
+    ),
+    pytest.param(
+        minimal(polling={"intervall": "1m"}),
+        ["polling.intervall: unknown key (did you mean 'interval'?)"],
+        id="typo-nested",
+    ),
+    pytest.param(
+        minimal(polling={"interval": "10s"}),
+        ["polling.interval: must be at least 30s, got 10s"],
+        id="interval-too-short",
+    ),
+    pytest.param(
+        minimal(polling={"interval": "5 minutes"}),
+        ["polling.interval: '5 minutes' is not a duration (use e.g. 30s, 5m, 1h30m, 7d)"],
+        id="interval-not-duration",
+    ),
+    pytest.param(
+        minimal(polling={"interval": "1m", "jitter": "40s"}),
+        ["polling.jitter: must be at most half of polling.interval"],
+        id="jitter-too-big",
+    ),
+    pytest.param(
+        minimal(polling={"interval": "5m", "stale_after": "1m"}),
+        [
+            "polling.stale_after: must be at least polling.interval",
+            "accounts[0].stale_after: must be at least the account's polling interval",
+        ],
+        id="stale-before-interval",
+    ),
+    pytest.param(
+        minimal(windows=["31d"]),
+        ["windows[0]: window 31d must be between 1h and 30d (the API's limit)"],
+        id="window-too-long",
+    ),
+    pytest.param(
+        minimal(windows=["30m"]),
+        ["windows[0]: window 30m must be between 1h and 30d (the API's limit)"],
+        id="window-too-short",
+    ),
+    pytest.param(
+        minimal(windows=["24h", "1d"]),
+        ["windows[1]: window 1d is listed twice"],
+        id="window-duplicate",
+    ),
+    pytest.param(
+        minimal(windows=[]),
+        ["windows: must be a non-empty list of durations such as [24h, 30d]"],
+        id="windows-empty",
+    ),
+    pytest.param(
+        minimal(api={"url": "ftp://x", "max_concurrency": 0, "timeout": "0s"}),
+        [
+            "api.url: must be an http(s) URL, got 'ftp://x'",
+            "api.timeout: must be at least 100ms, got 0s",
+            "api.max_concurrency: must be an integer from 1 to 10000, got 0",
+        ],
+        id="api-values",
+    ),
+    pytest.param(
+        minimal(api={"url": "https://x.test/ts?rest_key=abc"}),
+        ["api.url: must not contain the rest key; give keys per account"],
+        id="api-url-with-key",
+    ),
+    pytest.param(
+        {"accounts": [{"name": "a"}]},
+        ["accounts[0]: needs exactly one of rest_key_env, rest_key_file, rest_key (none is set)"],
+        id="no-key",
+    ),
+    pytest.param(
+        {"accounts": [{"name": "a", "rest_key_env": "SHOP_A_KEY", "rest_key": "x"}]},
+        [
+            "accounts[0]: needs exactly one of rest_key_env, rest_key_file, rest_key "
+            "(rest_key_env and rest_key are all set)"
+        ],
+        id="two-keys",
+    ),
+    pytest.param(
+        {
+            "accounts": [
+                {"name": "a", "rest_key_env": "SHOP_A_KEY"},
+                {"name": "b", "rest_key_env": "SHOP_B_KEY"},
+                {"name": "c", "rest_key_env": "SHOP_KEY"},
+            ]
+        },
+        ["accounts[2].rest_key_env: environment variable SHOP_KEY is not set"],
+        id="env-not-set",
+    ),
+    pytest.param(
+        {"accounts": [{"name": "a", "rest_key_env": "EMPTY"}]},
+        ["accounts[0].rest_key_env: environment variable EMPTY is empty"],
+        id="env-empty",
+    ),
+    pytest.param(
+        {"accounts": [{"name": "a", "rest_key_file": "/nonexistent/key"}]},
+        ["accounts[0].rest_key_file: cannot read /nonexistent/key: No such file or directory"],
+        id="key-file-missing",
+    ),
+    pytest.param(
+        {
+            "accounts": [
+                {"name": "a", "rest_key_env": "SHOP_A_KEY"},
+                {"name": "a", "rest_key_env": "SHOP_B_KEY"},
+            ]
+        },
+        ["accounts[1].name: 'a' is already used by accounts[0]"],
+        id="duplicate-name",
+    ),
+    pytest.param(
+        {"accounts": [{"rest_key_env": "SHOP_A_KEY"}, "shop-b"]},
+        [
+            "accounts[0].name: must be a non-empty string",
+            "accounts[1]: must be a mapping with at least name and rest_key_env, got a string",
+        ],
+        id="account-shapes",
+    ),
+    pytest.param(
+        {
+            "accounts": [
+                {
+                    "name": "a",
+                    "rest_key_env": "SHOP_A_KEY",
+                    "labels": {"account": "x", "bad-name": "y", "ok": ["z"]},
+                    "windows": ["2h", "45d"],
+                    "interval": "1s",
+                    "rest_keyenv": "x",
+                }
+            ]
+        },
+        [
+            "accounts[0].rest_keyenv: unknown key (did you mean 'rest_key_env'?)",
+            "accounts[0].labels.account: account is set by the exporter and cannot be configured",
+            "accounts[0].labels.bad-name: is not a valid Prometheus label name",
+            "accounts[0].labels.ok: must be a string",
+            "accounts[0].windows[1]: window 45d must be between 1h and 30d (the API's limit)",
+            "accounts[0].interval: must be at least 30s, got 1s",
+        ],
+        id="account-fields",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), BAD_CONFIGS)
+def test_bad_configs_report_every_problem_with_its_path(data: object, expected: list[str]) -> None:
+    assert problems_of(data) == expected
+
+
+def test_error_message_names_the_file_and_lists_problems() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"accounts": [{"name": "a"}], "x": 1}, source="/etc/ret.yaml", env={})
+    text = str(info.value)
+    assert text.startswith("invalid configuration /etc/ret.yaml:\n")
+    assert "  - x: unknown key" in text
+    assert "  - accounts[0]: needs exactly one of" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("accounts: [\n", "line 2, column 1: expected the node content"),
+        ("a: b\n  c: d\n", "line 2, column 4: mapping values are not allowed here"),
+    ],
+)
+def test_yaml_syntax_errors_name_line_and_column(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.source == str(path)
+    assert info.value.problems[0].startswith(problem.split(":")[0])
+    assert problem.split(": ", 1)[1] in info.value.problems[0]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert info.value.problems == ["file not found"]
+
+
+def test_literal_key_in_world_readable_file_warns(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"accounts": [{"name": "a", "rest_key": "lit-key-123"}]}))
+    path.chmod(0o644)
+    (warning,) = load_config(path, env={}).warnings
+    assert "readable by other users (mode 644)" in warning and "account(s) a" in warning
+    assert "lit-key-123" not in warning
+    path.chmod(0o600)
+    assert load_config(path, env={}).warnings == ()
+
+
+def test_rest_key_never_shows_in_repr() -> None:
+    config = parse_config(minimal(), env=ENV)
+    key = config.accounts[0].rest_key
+    assert "key-aaa" not in repr(key) and "key-aaa" not in str(key)
+    assert "key-aaa" not in repr(config)
+    assert key == RestKey("key-aaa")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("24h", 86400), ("30d", 2592000), ("1w", 604800),
+     ("1500ms", 1.5)],
+)  # fmt: skip
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "1h 30m", "-5m", "1.5h", "5M"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_format_duration() -> None:
+    assert format_duration(5400) == "1h30m"
+    assert format_duration(30 * 86400) == "30d"
+    assert format_duration(0.25) == "250ms"
+    assert format_duration(0) == "0s"
+
+
+def test_window_bounds_are_integer_seconds_at_most_30_days_apart() -> None:
+    window = Window.parse("30d")
+    date_from, date_to = window.bounds(1_700_000_000.9, end_offset=3600)
+    assert date_to == 1_700_000_000 - 3600
+    assert date_to - date_from == 30 * 86400
+    assert isinstance(date_from, int) and isinstance(date_to, int)
+
+
+def test_config_check_cli_exits_2_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("accounts:\n  - name: a\n    rest_key_env: NOT_SET_ANYWHERE\n")
+    env = {k: v for k, v in os.environ.items() if k != "NOT_SET_ANYWHERE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.check", f"--config.file={path}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(path) in result.stderr
+    assert "accounts[0].rest_key_env: environment variable NOT_SET_ANYWHERE is not set" in (
+        result.stderr
+    )
