@@ -1,0 +1,155 @@
+"""Rendering: the golden exposition freezes names and HELP texts; caching never serves stale data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.client import ApiErrorReason, TrafficRow
+from exporter.metrics import (
+    METRIC_NAMES,
+    AccountsExposition,
+    ExporterState,
+    escape,
+    number,
+    render_exporter,
+)
+from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures
+
+GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
+NOW = 1_800_000_000.0
+
+ROWS = (
+    TrafficRow("Newsletter", 339895, 4629, 16, 3849, 0.0136, 0.0035),
+    TrafficRow("Pop-ups", 0, 0, 0, 0, 0.01, 0.0),
+)
+
+
+def healthy(name: str = "shop-a", **changes: object) -> AccountSnapshot:
+    snapshot = AccountSnapshot(
+        name=name,
+        labels=MappingProxyType({"team": "emea"}),
+        interval=300,
+        stale_after=900,
+        windows=("24h", "30d"),
+        polled=True,
+        up=True,
+        active=True,
+        figures=MappingProxyType(
+            {
+                "24h": WindowFigures("24h", ROWS, NOW - 10, 0, 0),
+                "30d": WindowFigures("30d", ROWS[:1], NOW - 10, 0, 0),
+            }
+        ),
+        last_success=NOW - 10,
+        poll_duration=0.25,
+        requests_total=10,
+        errors_total=MappingProxyType({ApiErrorReason.TIMEOUT: 1}),
+    )
+    return _replace(snapshot, **changes)
+
+
+def _replace(snapshot: AccountSnapshot, **changes: object) -> AccountSnapshot:
+    from dataclasses import replace
+
+    return replace(snapshot, **changes)  # type: ignore[arg-type]
+
+
+def golden_store() -> SnapshotStore:
+    never = AccountSnapshot(
+        name='odd "name"\\x',
+        labels=MappingProxyType({}),
+        interval=60,
+        stale_after=180,
+        windows=("24h",),
+    )
+    failing = healthy(
+        "shop-b",
+        up=False,
+        active=False,
+        last_error=ApiErrorReason.ACCOUNT_INACTIVE,
+        last_error_message="Your account is not active!",
+        figures=MappingProxyType({}),
+    )
+    return SnapshotStore([healthy(), failing, never])
+
+
+def test_golden_exposition() -> None:
+    text = AccountsExposition(300).render(golden_store(), NOW).decode()
+    state = ExporterState(shard_index=1, shard_count=3, accounts=3, reload_success_timestamp=NOW)
+    own = render_exporter(state).decode()
+    own = "".join(
+        line
+        for line in own.splitlines(keepends=True)
+        if "python_version" not in line and "process_" not in line
+    )
+    actual = text + own
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(actual)
+    assert actual == GOLDEN.read_text(), "exposition changed: review, then UPDATE_GOLDEN=1"
+
+
+def test_exposition_parses_and_uses_only_declared_names() -> None:
+    body = AccountsExposition(300).render(golden_store(), NOW) + render_exporter(ExporterState())
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    declared = {n.removesuffix("_total") for n in METRIC_NAMES}
+    ours = {n for n in families if n.startswith("retargeting_")}
+    assert ours <= declared
+    assert "process_cpu_seconds" in families
+    errors = [s for s in families["retargeting_api_errors"].samples if s.name.endswith("_total")]
+    # Every reason is exported for every account from the start, so increase() never misses.
+    assert len(errors) == 3 * len(ApiErrorReason)
+
+
+def test_series_of_an_account_never_polled() -> None:
+    store = SnapshotStore([AccountSnapshot("new", MappingProxyType({}), 300, 900, ("24h",))])
+    text = AccountsExposition(300).render(store, NOW).decode()
+    assert 'retargeting_api_errors_total{account="new",reason="timeout"} 0' in text
+    assert 'retargeting_poll_interval_seconds{account="new"} 300' in text
+    assert "retargeting_up{" not in text  # unknown until the first poll
+    assert "retargeting_account_active{" not in text
+
+
+def test_figures_vanish_after_stale_after_and_up_drops_at_once() -> None:
+    store = SnapshotStore([healthy()])
+    exposition = AccountsExposition(300)
+    assert "retargeting_clicks{" in exposition.render(store, NOW).decode()
+    store.put(_replace(store.get("shop-a"), up=False))  # type: ignore[arg-type]
+    text = exposition.render(store, NOW).decode()
+    assert 'retargeting_up{account="shop-a"} 0' in text
+    assert "retargeting_clicks{" in text  # still fresh: kept
+    later = NOW - 10 + 900 + 1  # just past stale_after since the figures were fetched
+    text = exposition.render(store, later).decode()
+    assert "retargeting_clicks{" not in text and "# HELP retargeting_clicks" not in text
+    assert 'retargeting_up{account="shop-a"} 0' in text
+
+
+def test_cache_reuses_unchanged_accounts() -> None:
+    store = SnapshotStore([healthy("a"), healthy("b")])
+    exposition = AccountsExposition(300)
+    first = exposition.render(store, NOW)
+    assert exposition.renders == 2
+    assert exposition.render(store, NOW + 1) is first  # nothing changed: same bytes
+    store.put(healthy("b", requests_total=11))
+    second = exposition.render(store, NOW + 2)
+    assert exposition.renders == 3  # only b rendered again
+    assert b'retargeting_api_requests_total{account="b"} 11' in second
+    store.remove("a")
+    assert b'account="a"' not in exposition.render(store, NOW + 3)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(5, "5"), (5.0, "5"), (0.0136, "0.0136"), (1e20, "1e+20"), (1800000000.5, "1800000000.5")],
+)
+def test_number(value: float, text: str) -> None:
+    assert number(value) == text
+
+
+def test_escape() -> None:
+    assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
