@@ -1,4 +1,4 @@
-"""Rendering: the golden exposition freezes names and HELP texts; caching never serves stale data."""
+"""Rendering: golden names and HELP texts; the cache never serves stale data."""
 
 from __future__ import annotations
 
