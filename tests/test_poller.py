@@ -1,0 +1,246 @@
+"""The poller against the real local fake API: limits, spreading, windows, state changes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from exporter.client import ApiError, ApiErrorReason, TrafficSourceClient
+from exporter.config import Config, parse_config
+from exporter.fakeapi import DOCUMENTED_SOURCES, AccountState, FakeAccount, FakeApi, Fault
+from exporter.poller import Poller, phase
+from exporter.store import SnapshotStore
+
+
+def make_config(url: str, names: list[str], interval: float = 300, **top: Any) -> Config:
+    data: dict[str, Any] = {
+        "api": {"url": url, "timeout": "2s", "retries": {"attempts": 1}},
+        "accounts": [{"name": n, "rest_key_env": f"K_{i}"} for i, n in enumerate(names)],
+        **top,
+    }
+    config = parse_config(data, env={f"K_{i}": f"key-{n}" for i, n in enumerate(names)})
+    if interval < 30:  # below the config minimum: tests only
+        accounts = tuple(
+            replace(a, interval=interval, stale_after=3 * interval) for a in config.accounts
+        )
+        config = replace(config, accounts=accounts)
+    return config
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def started_fake(names: list[str], **kwargs: Any) -> FakeApi:
+    fake = FakeApi([FakeAccount(f"key-{n}", seed=i) for i, n in enumerate(names)], **kwargs)
+    await fake.start()
+    return fake
+
+
+def poller_for(config: Config, session: aiohttp.ClientSession, store: SnapshotStore) -> Poller:
+    client = TrafficSourceClient(
+        session, config.api.url, timeout=config.api.timeout, user_agent="t"
+    )
+    return Poller(config, client, store)
+
+
+async def test_concurrency_limit_is_shared_across_accounts(session: aiohttp.ClientSession) -> None:
+    names = [f"shop-{i}" for i in range(12)]
+    fake = await started_fake(names, latency=0.15)
+    try:
+        config = make_config(fake.url, names)
+        config = replace(config, api=replace(config.api, max_concurrency=3))
+        poller = poller_for(config, session, SnapshotStore())
+        snapshots = await poller.poll_all_once()
+    finally:
+        await fake.close()
+    assert all(s.up for s in snapshots)
+    assert fake.count() == 24  # 12 accounts x 2 windows
+    assert fake.max_in_flight == 3
+
+
+async def test_windows_are_requested_ending_now_minus_end_offset(
+    session: aiohttp.ClientSession,
+) -> None:
+    fake = await started_fake(["a"])
+    try:
+        config = make_config(fake.url, ["a"], windows=["1h", "30d"], polling={"end_offset": "10m"})
+        before = int(time.time())
+        await poller_for(config, session, SnapshotStore()).poll(config.accounts[0])
+    finally:
+        await fake.close()
+    spans = sorted(int(r.date_to) - int(r.date_from) for r in fake.requests)  # type: ignore[arg-type]
+    assert spans == [3600, 30 * 86400]
+    for request in fake.requests:
+        assert before - 600 <= int(request.date_to) <= before - 600 + 2  # type: ignore[arg-type]
+
+
+async def test_snapshot_after_success_and_failures(session: aiohttp.ClientSession) -> None:
+    fake = await started_fake(["good", "bad"])
+    store = SnapshotStore()
+    try:
+        config = make_config(fake.url, ["good", "bad"])
+        poller = poller_for(config, session, store)
+        good, bad = config.accounts
+        fake.set_state("key-bad", AccountState.INACTIVE)
+        await poller.poll_all_once()
+        assert store.get("good").up and store.get("good").active  # type: ignore[union-attr]
+        snapshot = store.get("bad")
+        assert snapshot is not None and snapshot.polled and not snapshot.up
+        assert snapshot.active is False and snapshot.last_error is ApiErrorReason.ACCOUNT_INACTIVE
+        assert snapshot.errors_total[ApiErrorReason.ACCOUNT_INACTIVE] == 2  # both windows
+        assert snapshot.requests_total == 2 and snapshot.last_success is None
+        # Reactivated: the next poll recovers by itself.
+        fake.set_state("key-bad", AccountState.PAID)
+        snapshot = await poller.poll(bad)
+        assert snapshot.up and snapshot.active is True and snapshot.last_error is None
+        assert snapshot.requests_total == 4
+        assert set(snapshot.figures) == {"24h", "30d"}
+        # One window failing: up drops, the other window's figures are refreshed, the failed
+        # window keeps its previous figures until stale_after.
+        previous = snapshot.figures["30d"]
+        fake.set_fault(Fault.HTML_5XX, key="key-good")
+        snapshot = await poller.poll(good)
+        assert not snapshot.up and snapshot.last_error is ApiErrorReason.HTTP_ERROR
+        assert snapshot.active is True  # a 502 says nothing about the account
+        assert store.get("good").figures  # type: ignore[union-attr]
+        assert previous is not None
+    finally:
+        await fake.close()
+
+
+async def test_state_changes_are_logged_once(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = await started_fake(["a"])
+    try:
+        config = make_config(fake.url, ["a"])
+        poller = poller_for(config, session, SnapshotStore())
+        account = config.accounts[0]
+        caplog.set_level(logging.INFO, logger="exporter.poller")
+        fake.set_fault(Fault.INVALID_KEY, key="key-a")
+        for _ in range(3):
+            await poller.poll(account)
+        fake.set_fault(Fault.ACCOUNT_INACTIVE, key="key-a")
+        for _ in range(2):
+            await poller.poll(account)
+        fake.set_fault(None, key="key-a")
+        for _ in range(2):
+            await poller.poll(account)
+    finally:
+        await fake.close()
+    messages = [(r.getMessage(), getattr(r, "reason", None)) for r in caplog.records]
+    assert messages == [
+        ("account down", "invalid_key"),
+        ("account failure reason changed", "account_inactive"),
+        ("account recovered", None),
+    ]
+
+
+async def test_unexpected_error_is_counted_and_the_loop_goes_on(
+    session: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = await started_fake(["a"])
+    try:
+        config = make_config(fake.url, ["a"], interval=0.2)
+        store = SnapshotStore()
+        poller = poller_for(config, session, store)
+        calls = 0
+        original = Poller._next_snapshot
+
+        def flaky(self: Poller, *args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug")
+            return original(self, *args)
+
+        monkeypatch.setattr(Poller, "_next_snapshot", flaky)
+        poller.start()
+        deadline = time.monotonic() + 5
+        while not store.get("a").polled and time.monotonic() < deadline:  # type: ignore[union-attr]
+            await asyncio.sleep(0.02)
+        assert poller.healthy()
+        await poller.stop()
+    finally:
+        await fake.close()
+    assert poller.internal_errors == 1
+    assert store.get("a").up  # type: ignore[union-attr]
+    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_later_polls_are_spread_over_the_interval(session: aiohttp.ClientSession) -> None:
+    names = [f"shop-{i}" for i in range(6)]
+    interval = 1.5
+    fake = await started_fake(names)
+    try:
+        config = make_config(fake.url, names, interval=interval, windows=["24h"])
+        poller = poller_for(config, session, SnapshotStore())
+        poller.start()
+        assert not poller.ready()
+        await asyncio.sleep(interval * 2.6)
+        assert poller.ready()
+        await poller.stop()
+    finally:
+        await fake.close()
+    start = min(r.time for r in fake.requests)
+    for name in names:
+        times = [r.time - start for r in fake.requests_for(f"key-{name}")]
+        assert times[0] < 0.3  # first poll at start-up
+        expected = interval * (0.5 + phase(name))
+        assert times[1] == pytest.approx(expected, abs=0.3)
+        if len(times) > 2:
+            assert times[2] - times[1] == pytest.approx(interval, abs=0.3)
+    phases = sorted(phase(n) for n in names)
+    assert phases[-1] - phases[0] > 0.3  # the accounts really are spread
+
+
+async def test_sources_over_the_cap_are_dropped_documented_first(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeApi([FakeAccount("key-a", sources=("Zeta", "SMS", *DOCUMENTED_SOURCES))])
+    await fake.start()
+    try:
+        config = make_config(fake.url, ["a"], max_sources_per_account=5, windows=["24h"])
+        poller = poller_for(config, session, SnapshotStore())
+        snapshot = await poller.poll(config.accounts[0])
+        await poller.poll(config.accounts[0])
+    finally:
+        await fake.close()
+    names = [r.source_name for r in snapshot.figures["24h"].rows]
+    assert names == [*DOCUMENTED_SOURCES, "SMS"]
+    assert snapshot.dropped_sources == 1
+    assert [r.getMessage() for r in caplog.records].count(
+        "more traffic sources than max_sources_per_account; extra sources not exported"
+    ) == 1
+
+
+async def test_stop_cancels_hanging_requests_quickly(session: aiohttp.ClientSession) -> None:
+    fake = await started_fake(["a"])
+    fake.set_fault(Fault.HANG)
+    try:
+        config = make_config(fake.url, ["a"])
+        poller = poller_for(config, session, SnapshotStore())
+        poller.start()
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await poller.stop()
+        assert time.monotonic() - started < 1
+    finally:
+        await fake.close()
+
+
+def test_api_error_is_not_a_valueerror() -> None:
+    # The poller catches ApiError per window; anything else is a bug and counted as such.
+    assert not issubclass(ApiError, ValueError)
