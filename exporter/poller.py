@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
-from exporter.config import AccountConfig, Config, Window
+from exporter.config import AccountConfig, Config, RestKey, RetryConfig, Window
 from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,76 @@ def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
     )
+
+
+def cap_sources(rows: tuple[TrafficRow, ...], cap: int) -> tuple[tuple[TrafficRow, ...], int]:
+    """At most ``cap`` rows, documented sources first, then by name; and how many were dropped."""
+    if len(rows) <= cap:
+        return rows, 0
+    ranked = sorted(
+        rows,
+        key=lambda r: (
+            _DOCUMENTED.index(r.source_name) if r.source_name in _DOCUMENTED else len(_DOCUMENTED),
+            r.source_name,
+        ),
+    )
+    return tuple(ranked[:cap]), len(rows) - cap
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One window fetched with retries: the rows, or the last error, and what it took."""
+
+    rows: tuple[TrafficRow, ...] | None
+    error: ApiError | None
+    attempts: int
+    failures: list[ApiErrorReason]  # the reason of every failed attempt, in order
+    fetched_at: float  # wall-clock time of the successful answer (0.0 on failure)
+    not_before: float  # wall-clock time before which no new request may be sent (Retry-After)
+
+
+async def fetch_with_retries(
+    client: TrafficSourceClient,
+    key: RestKey,
+    date_from: int,
+    date_to: int,
+    *,
+    retries: RetryConfig,
+    limit: asyncio.Semaphore,
+    give_up_at: float,
+    clock: Callable[[], float],
+    rng: random.Random,
+) -> FetchResult:
+    """Request one window; retry transient failures with exponential back-off and full jitter.
+
+    Shared by the poller and the backfill, so both send requests the same way: every attempt
+    holds a slot of ``limit`` (the process-wide concurrency limit), ``Retry-After`` is honoured,
+    permanent errors are not retried, and no retry starts after ``give_up_at``
+    (``time.monotonic()``).
+    """
+    failures: list[ApiErrorReason] = []
+    not_before = 0.0
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            async with limit:
+                rows = await client.fetch(key, date_from, date_to)
+        except ApiError as error:
+            failures.append(error.reason)
+            if error.retry_after is not None:
+                not_before = clock() + error.retry_after
+            if not error.transient or attempt >= retries.attempts:
+                return FetchResult(None, error, attempt, failures, 0.0, not_before)
+            cap = min(retries.max_backoff, retries.initial_backoff * 2 ** (attempt - 1))
+            delay = rng.uniform(0, cap)  # full jitter
+            if error.retry_after is not None:
+                delay = max(delay, error.retry_after)
+            if time.monotonic() + delay > give_up_at:
+                return FetchResult(None, error, attempt, failures, 0.0, not_before)
+            await asyncio.sleep(delay)
+            continue
+        return FetchResult(rows, None, attempt, failures, clock(), 0.0)
 
 
 @dataclass
@@ -113,61 +183,41 @@ class Poller:
 
     async def _fetch(self, account: AccountConfig, window: Window, now: float) -> _WindowOutcome:
         date_from, date_to = window.bounds(now, self._config.polling.end_offset)
-        retries = self._config.api.retries
-        # Retries must end well inside the interval so polls never pile up.
-        give_up_at = time.monotonic() + account.interval / 2
-        failures: list[ApiErrorReason] = []
-        not_before = 0.0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self._limit:
-                    rows = await self._client.fetch(account.rest_key, date_from, date_to)
-            except ApiError as error:
-                failures.append(error.reason)
-                if error.retry_after is not None:
-                    not_before = self._clock() + error.retry_after
-                if not error.transient or attempt >= retries.attempts:
-                    return _WindowOutcome(
-                        window, None, error, attempt, failures, 0.0, date_from, date_to, not_before
-                    )
-                cap = min(retries.max_backoff, retries.initial_backoff * 2 ** (attempt - 1))
-                delay = self._rng.uniform(0, cap)  # full jitter
-                if error.retry_after is not None:
-                    delay = max(delay, error.retry_after)
-                if time.monotonic() + delay > give_up_at:
-                    return _WindowOutcome(
-                        window, None, error, attempt, failures, 0.0, date_from, date_to, not_before
-                    )
-                await asyncio.sleep(delay)
-                continue
-            return _WindowOutcome(
-                window, rows, None, attempt, failures, self._clock(), date_from, date_to, 0.0
-            )
+        result = await fetch_with_retries(
+            self._client,
+            account.rest_key,
+            date_from,
+            date_to,
+            retries=self._config.api.retries,
+            limit=self._limit,
+            # Retries must end well inside the interval so polls never pile up.
+            give_up_at=time.monotonic() + account.interval / 2,
+            clock=self._clock,
+            rng=self._rng,
+        )
+        return _WindowOutcome(
+            window,
+            result.rows,
+            result.error,
+            result.attempts,
+            result.failures,
+            result.fetched_at,
+            date_from,
+            date_to,
+            result.not_before,
+        )
 
     def _cap_sources(
         self, account: str, rows: tuple[TrafficRow, ...]
     ) -> tuple[tuple[TrafficRow, ...], int]:
-        cap = self._config.max_sources_per_account
-        if len(rows) <= cap:
-            return rows, 0
-        ranked = sorted(
-            rows,
-            key=lambda r: (
-                _DOCUMENTED.index(r.source_name)
-                if r.source_name in _DOCUMENTED
-                else len(_DOCUMENTED),
-                r.source_name,
-            ),
-        )
-        if account not in self._warned_cap:
+        kept, dropped = cap_sources(rows, self._config.max_sources_per_account)
+        if dropped and account not in self._warned_cap:
             self._warned_cap.add(account)
             log.warning(
                 "more traffic sources than max_sources_per_account; extra sources not exported",
-                extra={"account": account, "sources": len(rows), "cap": cap},
+                extra={"account": account, "sources": len(rows), "cap": len(kept)},
             )
-        return tuple(ranked[:cap]), len(rows) - cap
+        return kept, dropped
 
     def _next_snapshot(
         self,
