@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -19,6 +21,9 @@ MAX_WINDOW_SECONDS = 30 * 86400
 MIN_WINDOW_SECONDS = 3600
 MIN_INTERVAL_SECONDS = 30.0
 DEFAULT_MAX_SOURCES = 16
+DEFAULT_TIMEZONE = "UTC"
+# Calendar-day windows: their length varies (23 h, 24 h or 25 h around DST changes).
+CALENDAR_WINDOWS = ("today", "yesterday")
 
 # Labels the exporter sets itself; configured account labels must not shadow them.
 RESERVED_LABELS = frozenset(
@@ -88,26 +93,64 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Window:
-    """A rolling time window ending at the poll time (shifted back by ``end_offset``)."""
+    """A time window ending at the poll time (shifted back by ``end_offset``).
+
+    Either rolling (``24h``: the last ``seconds`` seconds) or a calendar day in ``timezone``
+    (``today``: since local midnight; ``yesterday``: the last complete local day).
+    """
 
     name: str
-    seconds: int
+    seconds: int  # length of a rolling window; 0 for a calendar day
+    timezone: str = DEFAULT_TIMEZONE  # IANA name; used by calendar days only
 
     @classmethod
     def parse(cls, text: str) -> Window:
-        seconds = parse_duration(text.strip())
+        text = text.strip()
+        if text in CALENDAR_WINDOWS:
+            return cls(text, 0)
+        try:
+            seconds = parse_duration(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is neither a duration (such as 24h or 30d) nor today or yesterday"
+            ) from None
         if seconds != int(seconds):
             raise ValueError(f"window {text!r} must be a whole number of seconds")
         if not MIN_WINDOW_SECONDS <= seconds <= MAX_WINDOW_SECONDS:
             raise ValueError(f"window {text} must be between 1h and 30d (the API's limit)")
         # The label is the window as written (24h stays 24h, 30d stays 30d): users' queries
         # and alert rules name it that way. Equal durations are rejected as duplicates.
-        return cls(text.strip(), int(seconds))
+        return cls(text, int(seconds))
+
+    @property
+    def calendar(self) -> bool:
+        """A calendar day (``today``/``yesterday``) rather than a rolling duration."""
+        return self.seconds == 0
+
+    def same_as(self, other: Window) -> bool:
+        """Both windows always ask for the same period (``24h`` and ``1d``; ``today`` twice)."""
+        return self.name == other.name if self.calendar else self.seconds == other.seconds
 
     def bounds(self, now: float, end_offset: float) -> tuple[int, int]:
         """``(date_from, date_to)`` in integer Unix seconds, never more than 30 days apart."""
         date_to = int(now - end_offset)
-        return date_to - self.seconds, date_to
+        if not self.calendar:
+            return date_to - self.seconds, date_to
+        zone = ZoneInfo(self.timezone)
+        day = datetime.fromtimestamp(date_to, zone).date()
+        midnight = start_of_day(day, zone)
+        if self.name == "today":
+            return midnight, date_to
+        return start_of_day(day - timedelta(days=1), zone), midnight
+
+
+def start_of_day(day: date, zone: ZoneInfo) -> int:
+    """Unix time of the first instant of ``day`` in ``zone``.
+
+    ``fold=0`` picks the right instant when DST makes local midnight ambiguous (the first one)
+    or skips it (the offset before the change maps 00:00 to the first existing time, 01:00).
+    """
+    return int(datetime.combine(day, time(0), tzinfo=zone).timestamp())
 
 
 @dataclass(frozen=True)
@@ -145,6 +188,7 @@ class AccountConfig:
     windows: tuple[Window, ...]
     interval: float
     stale_after: float
+    timezone: str = DEFAULT_TIMEZONE  # of the calendar-day windows
 
 
 @dataclass(frozen=True)
@@ -155,6 +199,7 @@ class Config:
     accounts: tuple[AccountConfig, ...]
     max_sources_per_account: int = DEFAULT_MAX_SOURCES
     source: str = "<memory>"
+    timezone: str = DEFAULT_TIMEZONE
     warnings: tuple[str, ...] = ()
 
     @property
@@ -173,13 +218,13 @@ class _Problems:
         self.items.append(f"{path}: {message}" if path else message)
 
 
-_TOP_KEYS = {"api", "polling", "windows", "accounts", "max_sources_per_account"}
+_TOP_KEYS = {"api", "polling", "windows", "accounts", "max_sources_per_account", "timezone"}
 _API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries"}
 _RETRY_KEYS = {"attempts", "initial_backoff", "max_backoff"}
 _POLLING_KEYS = {"interval", "jitter", "stale_after", "end_offset"}
 _ACCOUNT_KEYS = {
     "name", "rest_key_env", "rest_key_file", "rest_key", "labels", "windows", "interval",
-    "stale_after",
+    "stale_after", "timezone",
 }  # fmt: skip
 _KEY_FIELDS = ("rest_key_env", "rest_key_file", "rest_key")
 
@@ -256,11 +301,41 @@ def _windows(value: Any, path: str, problems: _Problems) -> tuple[Window, ...] |
         except ValueError as exc:
             problems.add(f"{path}[{i}]", str(exc))
             continue
-        if any(w.seconds == window.seconds for w in windows):
+        if any(w.same_as(window) for w in windows):
             problems.add(f"{path}[{i}]", f"window {window.name} is listed twice")
             continue
         windows.append(window)
     return tuple(windows)
+
+
+def _timezone(raw: dict[str, Any], path: str, problems: _Problems, default: str) -> str:
+    """An IANA time zone name such as Europe/Bucharest (checked against the zone database)."""
+    if "timezone" not in raw:
+        return default
+    value = raw["timezone"]
+    where = f"{path}.timezone" if path else "timezone"
+    if not isinstance(value, str) or not value.strip():
+        problems.add(
+            where,
+            f"must be an IANA time zone name such as Europe/Bucharest or UTC, got {_kind(value)}",
+        )
+        return default
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        problems.add(
+            where,
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Bucharest, "
+            "America/New_York or UTC; names are case-sensitive)",
+        )
+        return default
+    return name
+
+
+def with_timezone(windows: tuple[Window, ...], timezone: str) -> tuple[Window, ...]:
+    """The windows, their calendar days set in ``timezone`` (rolling windows unchanged)."""
+    return tuple(replace(w, timezone=timezone) if w.calendar else w for w in windows)
 
 
 def _parse_api(value: Any, problems: _Problems) -> ApiConfig:
@@ -362,6 +437,7 @@ def parse_config(
         raise ConfigError(source, problems.items)
     api = _parse_api(top.get("api"), problems)
     polling, explicit_stale = _parse_polling(top.get("polling"), problems)
+    timezone = _timezone(top, "", problems, DEFAULT_TIMEZONE)
     windows: tuple[Window, ...] = (Window.parse("24h"), Window.parse("30d"))
     if "windows" in top:
         windows = _windows(top["windows"], "windows", problems) or windows
@@ -382,7 +458,9 @@ def parse_config(
                 path, f"must be a mapping with at least name and rest_key_env, got {_kind(item)}"
             )
             continue
-        account = _parse_account(item, path, polling, explicit_stale, windows, env, base, problems)
+        account = _parse_account(
+            item, path, polling, explicit_stale, windows, timezone, env, base, problems
+        )
         if account is None:
             continue
         if account.name in seen:
@@ -398,10 +476,11 @@ def parse_config(
     return Config(
         api=api,
         polling=polling,
-        windows=windows,
+        windows=with_timezone(windows, timezone),
         accounts=tuple(accounts),
         max_sources_per_account=max_sources,
         source=source,
+        timezone=timezone,
         warnings=tuple(_literal_key_warnings(raw_accounts, source)),
     )
 
@@ -412,6 +491,7 @@ def _parse_account(
     polling: PollingConfig,
     explicit_stale: bool,
     windows: tuple[Window, ...],
+    default_timezone: str,
     env: Mapping[str, str],
     base: Path,
     problems: _Problems,
@@ -445,6 +525,7 @@ def _parse_account(
     account_windows = windows
     if "windows" in raw:
         account_windows = _windows(raw["windows"], f"{path}.windows", problems) or windows
+    timezone = _timezone(raw, path, problems, default_timezone)
     interval = _duration(raw, "interval", path, problems, polling.interval, MIN_INTERVAL_SECONDS)
     default_stale = polling.stale_after if explicit_stale else 3 * interval
     stale_after = _duration(raw, "stale_after", path, problems, default_stale, 0.0)
@@ -457,9 +538,10 @@ def _parse_account(
         rest_key=key,
         key_source=key_source,
         labels=labels,
-        windows=account_windows,
+        windows=with_timezone(account_windows, timezone),
         interval=interval,
         stale_after=stale_after,
+        timezone=timezone,
     )
 
 
