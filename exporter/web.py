@@ -16,8 +16,13 @@ from exporter import __version__
 from exporter.metrics import CONTENT_TYPE, AccountsExposition, ExporterState, render_exporter
 from exporter.poller import Poller
 from exporter.store import AccountSnapshot, SnapshotStore
+from exporter.webconfig import WebGuard
 
 log = logging.getLogger(__name__)
+
+# Probes (kubelet, load balancers) cannot send credentials: these never ask for them. Every other
+# path, unknown ones included, requires them when the web config has basic_auth_users.
+PROBE_PATHS = ("/-/healthy", "/-/ready")
 
 # Bodies smaller than this are compressed inline; larger ones in a thread (zlib frees the GIL).
 _INLINE_GZIP_BYTES = 256 * 1024
@@ -70,6 +75,7 @@ class Runtime:
     telemetry_path: str = "/metrics"
     clock: Callable[[], float] = time.time
     gzip: GzipCache = field(default_factory=GzipCache)
+    guard: WebGuard | None = None  # --web.config.file: basic auth, headers, TLS reloads
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -179,6 +185,8 @@ def make_app(runtime: Runtime) -> web.Application:
     """The application; ``runtime.poller`` is started and stopped by the caller."""
     app = web.Application()
     app[RUNTIME] = runtime
+    if runtime.guard is not None:
+        runtime.guard.install(app, open_paths=PROBE_PATHS)
     app.router.add_get("/", index)
     app.router.add_get(runtime.telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
