@@ -24,6 +24,7 @@ from exporter.poller import Poller
 from exporter.sharding import parse_shard_index, shard_of
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
+from exporter.webconfig import WebConfig, WebGuard, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -49,6 +50,7 @@ class Options:
     demo_interval: float
     shard_count: int
     shard_index: int
+    web_config_file: str | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=f":{DEFAULT_PORT}",
         metavar="[HOST]:PORT",
         help="address to serve the status page and metrics on (default: %(default)s)",
+    )
+    add(
+        "--web.config.file",
+        dest="web_config_file",
+        default="",
+        metavar="PATH",
+        help="exporter-toolkit web configuration: TLS, basic auth, response headers; "
+        "re-read when it changes (default: none, plain HTTP without authentication)",
     )
     add(
         "--web.telemetry-path",
@@ -190,6 +200,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         demo_interval=demo_interval,
         shard_count=count,
         shard_index=index,
+        web_config_file=args.web_config_file or None,
     )
 
 
@@ -269,7 +280,12 @@ async def run_once(config: Config, state: ExporterState) -> int:
     return EXIT_OK
 
 
-async def run_daemon(options: Options, config: Config | None, redactor: logs.Redactor) -> int:
+async def run_daemon(
+    options: Options,
+    config: Config | None,
+    redactor: logs.Redactor,
+    web_config: WebConfig | None = None,
+) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP and POST /-/reload re-read the configuration."""
     from exporter import demo, fakeapi  # only the demo needs them
 
@@ -292,9 +308,12 @@ async def run_daemon(options: Options, config: Config | None, redactor: logs.Red
     store = SnapshotStore()
     poller = Poller(config, _client(session, config), store)
     reload_lock = asyncio.Lock()
+    guard = WebGuard(web_config) if web_config is not None else None
 
     async def reload() -> tuple[bool, str]:
         async with reload_lock:
+            if guard is not None:  # the web config reloads by itself; a reload forces it
+                guard.refresh(force=True)
             if options.demo:
                 return True, "demo mode: the built-in configuration has nothing to reload"
             try:
@@ -325,12 +344,18 @@ async def run_daemon(options: Options, config: Config | None, redactor: logs.Red
         state=state,
         reload=reload,
         telemetry_path=options.telemetry_path,
+        guard=guard,
     )
     runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()
     try:
-        site = web.TCPSite(runner, options.listen_host, options.listen_port)
+        site = web.TCPSite(
+            runner,
+            options.listen_host,
+            options.listen_port,
+            ssl_context=guard.ssl_context if guard is not None else None,
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -349,10 +374,12 @@ async def run_daemon(options: Options, config: Config | None, redactor: logs.Red
                 "address": ",".join(addresses),
                 "accounts": len(config.accounts),
                 "version": __version__,
+                "web_config": guard.config.describe() if guard is not None else "none",
             },
         )
         if fake is not None:
-            _print_demo_banner(addresses, fake.url, options.telemetry_path)
+            tls = guard is not None and guard.ssl_context is not None
+            _print_demo_banner(addresses, fake.url, options.telemetry_path, tls=tls)
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -374,13 +401,13 @@ def _bound_addresses(runner: web.AppRunner) -> list[str]:
     return out
 
 
-def _print_demo_banner(addresses: list[str], api_url: str, path: str) -> None:
+def _print_demo_banner(addresses: list[str], api_url: str, path: str, *, tls: bool) -> None:
     port = addresses[0].rsplit(":", 1)[1] if addresses else str(DEFAULT_PORT)
     host = "127.0.0.1"
     for address in addresses:
         if not address.startswith(("0.0.0.0", "[")):  # noqa: S104 - only comparing text
             host = address.rsplit(":", 1)[0]
-    base = f"http://{host}:{port}"
+    base = f"{'https' if tls else 'http'}://{host}:{port}"
     print(
         "\nretargeting-exporter demo is running against a simulated Retargeting API\n"
         f"  status page: {base}/\n"
@@ -401,6 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     redactor = logs.Redactor()
     logs.configure(options.log_level, options.log_format, redactor)
+    web_config: WebConfig | None = None
+    if options.web_config_file and not options.once:
+        try:
+            web_config = load_web_config(options.web_config_file)
+        except ConfigError as exc:
+            print(f"retargeting-exporter: --web.config.file: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     config: Config | None = None
     if not options.demo:
         try:
@@ -411,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         redactor.update(_secrets(config))
         if options.check:
             print(summary(config, options))
+            if web_config is not None:
+                print(f"web config {web_config.source} is valid: {web_config.describe()}")
             return EXIT_OK
         for warning in config.warnings:
             log.warning(warning)
@@ -430,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if config is None:  # --demo --once: poll the demo accounts once
                 return asyncio.run(_demo_once(options, state, redactor))
             return asyncio.run(run_once(config, state))
-        return asyncio.run(run_daemon(options, config, redactor))
+        return asyncio.run(run_daemon(options, config, redactor, web_config))
     except KeyboardInterrupt:
         return EXIT_OK
 
