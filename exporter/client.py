@@ -194,9 +194,9 @@ _VENDOR_MESSAGES = (
 )
 
 
-def _vendor_error(body: Mapping[str, Any], status: int) -> ApiError:
+def _vendor_error(body: Mapping[str, Any], vendor_status: str, status: int) -> ApiError:
     """Classify a body whose ``status`` is ``error`` or ``fail``."""
-    if body.get("status") == "fail":
+    if vendor_status == "fail":
         detail = "request rejected by the API's validator"
         validator = (
             body.get("data", {}).get("validator") if isinstance(body.get("data"), dict) else None
@@ -251,8 +251,10 @@ def classify_response(
     except (ValueError, RecursionError):
         decode_problem = "body is not valid JSON" if body.strip() else "body is empty"
     vendor_status = parsed.get("status") if isinstance(parsed, dict) else None
+    if isinstance(vendor_status, str):
+        vendor_status = vendor_status.strip().lower()  # be lenient: "Success", "ERROR"
     if vendor_status in ("error", "fail"):
-        error = _vendor_error(parsed, status)
+        error = _vendor_error(parsed, vendor_status, status)
         if status == 429:
             # A 429 with a generic error body ("Too Many Attempts.") is still rate limiting.
             if error.reason is ApiErrorReason.API_ERROR:

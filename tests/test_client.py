@@ -248,12 +248,17 @@ async def test_connection_refused(session: aiohttp.ClientSession) -> None:
         (200, b'{"data": []}', ApiErrorReason.INVALID_RESPONSE),
         (200, b'{"status": "success"}', ApiErrorReason.INVALID_RESPONSE),
         (200, b'{"status": "error"}', ApiErrorReason.API_ERROR),
+        (200, b'{"status": "ERROR", "message": "Incorrect rest key!"}', ApiErrorReason.INVALID_KEY),
     ],
 )
 def test_classify_response(status: int, body: bytes, reason: ApiErrorReason) -> None:
     with pytest.raises(ApiError) as info:
         classify_response(status, body)
     assert info.value.reason is reason
+
+
+def test_status_field_is_case_insensitive() -> None:
+    assert classify_response(200, b'{"status": "Success", "data": []}') == ()
 
 
 def test_success_fixture_parses() -> None:
