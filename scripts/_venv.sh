@@ -17,8 +17,8 @@ ensure_venv() {
   local stamp=".venv/.installed-${extra:-runtime}"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "==> installing $spec into .venv" >&2
-    .venv/bin/python -m pip install --quiet --upgrade pip >&2
-    .venv/bin/python -m pip install --quiet -e "$spec" >&2
+    .venv/bin/python -m pip install -qq --upgrade pip >&2
+    .venv/bin/python -m pip install -qq -e "$spec" >&2
     touch "$stamp"
   fi
 }
