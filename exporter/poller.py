@@ -171,13 +171,16 @@ class Poller:
         now = self._clock()
         outcomes = await asyncio.gather(*(self._fetch(account, w, now) for w in account.windows))
         finished = self._clock()
+        # A reload while the requests were out may have changed or removed the account: the
+        # snapshot takes the labels, interval and windows in force now, not those of the start.
+        current = self._accounts.get(account.name)
         previous = self._store.get(account.name) or initial_snapshot(account)
-        snapshot = self._next_snapshot(account, previous, outcomes, finished, started)
+        snapshot = self._next_snapshot(current or account, previous, outcomes, finished, started)
         not_before = max((o.not_before for o in outcomes), default=0.0)
         if not_before > finished:
             self._not_before[account.name] = not_before
         self._log_transition(previous, snapshot)
-        if account.name in self._accounts:  # not removed by a reload meanwhile
+        if current is not None:
             self._store.put(snapshot)
         return snapshot
 
