@@ -146,6 +146,7 @@ BAD_VALUES: list[tuple[Obj, str]] = [
     ({"service": {"port": "metrics"}}, "/service/port"),
     ({"config": {"pollng": {"interval": "5m"}}}, "additional properties 'pollng' not allowed"),
     ({"config": {"polling": {"interval": "5 minutes"}}}, "/config/polling/interval"),
+    ({"config": {"windows": ["24h", "tomorrow"]}}, "/config/windows/1"),
     (
         {"config": {"accounts": [{"name": "a", "rest_key": "literal"}]}},
         "additional properties 'rest_key' not allowed",
