@@ -242,11 +242,6 @@ def summary(config: Config, options: Options) -> str:
     return "\n".join(lines)
 
 
-def _load(options: Options) -> Config:
-    config = load_config(options.config_file)
-    return select_shard(config, options.shard_count, options.shard_index)
-
-
 def _new_session() -> aiohttp.ClientSession:
     # The poller's semaphore is the concurrency limit; the pool only keeps connections warm.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -309,6 +304,9 @@ async def run_daemon(
     poller = Poller(config, _client(session, config), store)
     reload_lock = asyncio.Lock()
     guard = WebGuard(web_config) if web_config is not None else None
+    # Every key ever loaded stays redacted: a rotated-out key may still be valid, and keys of
+    # other shards are in memory too.
+    known_secrets = set(_secrets(config))
 
     async def reload() -> tuple[bool, str]:
         async with reload_lock:
@@ -317,17 +315,21 @@ async def run_daemon(
             if options.demo:
                 return True, "demo mode: the built-in configuration has nothing to reload"
             try:
-                new = _load(options)
+                full = load_config(options.config_file)
             except ConfigError as exc:
                 state.reload_successful = False
                 log.error(
                     "reload failed, keeping the running configuration", extra={"error": str(exc)}
                 )
                 return False, str(exc)
-            redactor.update(_secrets(new) + _secrets(poller.config))
-            client = _client(session, new) if new.api != poller.config.api else None
+            known_secrets.update(_secrets(full))
+            redactor.update(known_secrets)
+            new = select_shard(full, options.shard_count, options.shard_index)
+            old = poller.config
+            client = _client(session, new) if new.api != old.api else None
             changes = poller.apply(new, client=client)
-            redactor.update(_secrets(new))
+            if new.polling.interval != old.polling.interval:  # HELP texts name the interval
+                runtime.exposition = AccountsExposition(new.polling.interval)
             state.reload_successful = True
             state.reload_success_timestamp = time.time()
             state.accounts = len(new.accounts)
@@ -365,7 +367,15 @@ async def run_daemon(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+        # The loop keeps only weak references to tasks: hold each reload until it is done.
+        reloads: set[asyncio.Task[tuple[bool, str]]] = set()
+
+        def reload_on_sighup() -> None:
+            task = asyncio.create_task(reload(), name="reload on SIGHUP")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
         poller.start()
         addresses = _bound_addresses(runner)
         log.info(

@@ -310,11 +310,17 @@ async def test_invalid_config_is_rejected_and_the_old_one_keeps_running(
             assert response.status == 405
         assert accounts_in(await scrape(http, daemon)) == {LATE, GONE}
 
-        # A valid file again: applied, the success exported with a new timestamp.
+        # A valid file again: applied, the success exported with a new timestamp, and the HELP
+        # texts name the new polling interval.
+        write_config(config, fake.url, accounts[:1], polling={"interval": "45s"})
         async with http.post(daemon.url + "/-/reload") as response:
             assert response.status == 200
             assert await response.text() == "configuration reloaded\n"
-        after = await scrape(http, daemon)
+        async with http.get(daemon.url + "/metrics") as response:
+            text = await response.text()
+        assert "Refreshed by polling the Retargeting API every 45s" in text
+        assert "every 30s" not in text
+        after = samples(text)
         assert accounts_in(after) == {LATE}
         assert value(after, "retargeting_exporter_config_last_reload_successful") == 1
         stamp = value(after, "retargeting_exporter_config_last_reload_success_timestamp_seconds")
