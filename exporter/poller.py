@@ -71,6 +71,23 @@ class FetchResult:
     not_before: float  # wall-clock time before which no new request may be sent (Retry-After)
 
 
+class RetryAfterGate:
+    """When the API asked (``Retry-After``) to be left alone: shared by one account's requests.
+
+    The windows of a poll go out concurrently, or queue for a slot; once one of them is told to
+    wait, none of them may send before the time is up.
+    """
+
+    def __init__(self) -> None:
+        self._until = 0.0  # time.monotonic()
+
+    def hold(self, seconds: float) -> None:
+        self._until = max(self._until, time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+
 async def fetch_with_retries(
     client: TrafficSourceClient,
     key: RestKey,
@@ -82,37 +99,52 @@ async def fetch_with_retries(
     give_up_at: float,
     clock: Callable[[], float],
     rng: random.Random,
+    gate: RetryAfterGate | None = None,
 ) -> FetchResult:
     """Request one window; retry transient failures with exponential back-off and full jitter.
 
     Shared by the poller and the backfill, so both send requests the same way: every attempt
-    holds a slot of ``limit`` (the process-wide concurrency limit), ``Retry-After`` is honoured,
+    holds a slot of ``limit`` (the process-wide concurrency limit), ``Retry-After`` is honoured
+    (no request is sent before it has elapsed; pass one ``gate`` for all requests of an account),
     permanent errors are not retried, and no retry starts after ``give_up_at``
     (``time.monotonic()``).
     """
+    gate = gate or RetryAfterGate()
     failures: list[ApiErrorReason] = []
-    not_before = 0.0
+    error: ApiError | None = None
     attempt = 0
     while True:
-        attempt += 1
+        wait = gate.remaining()
+        if wait > 0:
+            if time.monotonic() + wait > give_up_at:
+                # Another request of the account was told to wait past this poll's budget.
+                error = error or ApiError(
+                    ApiErrorReason.RATE_LIMITED, "not sent: the API asked to wait (Retry-After)"
+                )
+                return FetchResult(None, error, attempt, failures, 0.0, clock() + wait)
+            await asyncio.sleep(wait)
+            continue
         try:
             async with limit:
+                if gate.remaining() > 0:
+                    continue  # told to wait while this request queued for a slot
+                attempt += 1
                 rows = await client.fetch(key, date_from, date_to)
-        except ApiError as error:
-            failures.append(error.reason)
-            if error.retry_after is not None:
-                not_before = clock() + error.retry_after
-            if not error.transient or attempt >= retries.attempts:
-                return FetchResult(None, error, attempt, failures, 0.0, not_before)
+        except ApiError as failed:
+            error = failed
+            failures.append(failed.reason)
+            if failed.retry_after is not None:
+                gate.hold(failed.retry_after)
+            not_before = clock() + gate.remaining()
+            if not failed.transient or attempt >= retries.attempts:
+                return FetchResult(None, failed, attempt, failures, 0.0, not_before)
             cap = min(retries.max_backoff, retries.initial_backoff * 2 ** (attempt - 1))
-            delay = rng.uniform(0, cap)  # full jitter
-            if error.retry_after is not None:
-                delay = max(delay, error.retry_after)
-            if time.monotonic() + delay > give_up_at:
-                return FetchResult(None, error, attempt, failures, 0.0, not_before)
+            delay = rng.uniform(0, cap)  # full jitter; the gate adds any Retry-After wait
+            if time.monotonic() + max(delay, gate.remaining()) > give_up_at:
+                return FetchResult(None, failed, attempt, failures, 0.0, not_before)
             await asyncio.sleep(delay)
             continue
-        return FetchResult(rows, None, attempt, failures, clock(), 0.0)
+        return FetchResult(rows, None, attempt, failures, clock(), clock() + gate.remaining())
 
 
 @dataclass
@@ -169,7 +201,10 @@ class Poller:
         """Poll every window of ``account`` once, store and return the new snapshot."""
         started = time.monotonic()
         now = self._clock()
-        outcomes = await asyncio.gather(*(self._fetch(account, w, now) for w in account.windows))
+        gate = RetryAfterGate()  # a Retry-After for one window holds back all of them
+        outcomes = await asyncio.gather(
+            *(self._fetch(account, w, now, gate) for w in account.windows)
+        )
         finished = self._clock()
         # A reload while the requests were out may have changed or removed the account: the
         # snapshot takes the labels, interval and windows in force now, not those of the start.
@@ -184,7 +219,9 @@ class Poller:
             self._store.put(snapshot)
         return snapshot
 
-    async def _fetch(self, account: AccountConfig, window: Window, now: float) -> _WindowOutcome:
+    async def _fetch(
+        self, account: AccountConfig, window: Window, now: float, gate: RetryAfterGate
+    ) -> _WindowOutcome:
         date_from, date_to = window.bounds(now, self._config.polling.end_offset)
         result = await fetch_with_retries(
             self._client,
@@ -197,6 +234,7 @@ class Poller:
             give_up_at=time.monotonic() + account.interval / 2,
             clock=self._clock,
             rng=self._rng,
+            gate=gate,
         )
         return _WindowOutcome(
             window,
