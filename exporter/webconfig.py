@@ -11,24 +11,24 @@ is rejected with a logged reason and the configuration in force stays.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import difflib
 import hashlib
 import logging
-import os
 import re
 import secrets
 import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import bcrypt
 import yaml
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 
 from exporter.config import ConfigError
 
@@ -106,6 +106,9 @@ class TlsServerConfig:
         )
 
 
+Signature = tuple[bytes | None, ...]
+
+
 @dataclass(frozen=True)
 class WebConfig:
     """A validated web configuration; ``ssl_context`` holds the loaded certificate (TLS only)."""
@@ -115,6 +118,8 @@ class WebConfig:
     users: Mapping[str, bytes] = field(default_factory=dict)  # user name → bcrypt hash
     headers: Mapping[str, str] = field(default_factory=dict)
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    # Digests of ``files()`` as they were before being read: a change during loading is seen.
+    signature: Signature = field(default=(), compare=False, repr=False)
 
     def files(self) -> tuple[Path, ...]:
         """Every file whose change means a reload: the web config and the TLS files it names."""
@@ -375,7 +380,8 @@ def load_web_config(path: str | Path) -> WebConfig:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(source, ["file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -389,27 +395,26 @@ def load_web_config(path: str | Path) -> WebConfig:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(source, [f"{where}{problem}"]) from None
     config = parse_web_config(data, source=source, base_dir=path.parent)
-    if config.tls is None:
-        return config
-    context = build_ssl_context(config.tls, source)
-    return WebConfig(config.source, config.tls, config.users, config.headers, context)
+    signature = (hashlib.sha256(raw).digest(), *file_signature(config.files()[1:]))
+    context = build_ssl_context(config.tls, source) if config.tls is not None else None
+    return replace(config, ssl_context=context, signature=signature)
 
 
 # ------------------------------------------------------------------------------------------------
 # The running guard
 
 
-def _signature(paths: Collection[Path]) -> tuple[tuple[str, int, int, int] | tuple[str], ...]:
-    """What identifies the files' current versions (a Kubernetes Secret update swaps inodes)."""
-    out: list[tuple[str, int, int, int] | tuple[str]] = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append((str(path),))
-            continue
-        out.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(out)
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None
+
+
+def file_signature(paths: Collection[Path]) -> Signature:
+    """The files' current contents, digested. Contents, not mtimes: an in-place rewrite of a
+    bcrypt hash keeps the size and may keep the mtime; a Secret update swaps symlinks."""
+    return tuple(_digest(path) for path in paths)
 
 
 class _CheckCache:
@@ -442,6 +447,19 @@ class _CheckCache:
         self._results.clear()
 
 
+def _credentials(header: str) -> tuple[str, str] | None:
+    """User and password from an ``Authorization: Basic`` header (None: not such a header)."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip().encode("ascii"), validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeError are ValueErrors
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -456,7 +474,7 @@ class WebGuard:
 
     def __init__(self, config: WebConfig, *, check_interval: float = 1.0) -> None:
         self._config = config
-        self._signature = _signature(config.files())
+        self._signature = config.signature
         self._rejected: object = None  # signature of the last rejected change (log it once)
         self.check_interval = check_interval
         self._checks = _CheckCache()
@@ -489,7 +507,7 @@ class WebGuard:
 
     def refresh(self, *, force: bool = False) -> bool:
         """Re-read the files if any changed (``force``: always); True if a new config applies."""
-        signature = _signature(self._config.files())
+        signature = file_signature(self._config.files())
         if not force and (signature == self._signature or signature == self._rejected):
             return False
         source = self._config.source
@@ -499,6 +517,11 @@ class WebGuard:
                 state = "on" if new.tls else "off"
                 raise ConfigError(
                     source, [f"tls_server_config: turning TLS {state} needs a restart"]
+                )
+            if self._config.users and not new.users:
+                # Never by accident (a half-written file, a lost section): only by a restart.
+                raise ConfigError(
+                    source, ["basic_auth_users: turning authentication off needs a restart"]
                 )
         except ConfigError as exc:
             if signature != self._rejected or force:
@@ -511,7 +534,7 @@ class WebGuard:
         if self._listener is not None and new.tls is not None:
             apply_policy(self._listener, new.tls)
         self._config = new
-        self._signature = _signature(new.files())
+        self._signature = new.signature
         self._rejected = None
         self._checks.clear()
         log.info("web configuration reloaded", extra={"web_config": new.describe()})
@@ -539,11 +562,10 @@ class WebGuard:
             return True
         if not header:
             return False
-        try:
-            credentials = BasicAuth.decode(header, encoding="utf-8")
-        except ValueError:
+        credentials = _credentials(header)
+        if credentials is None:
             return False
-        user, password = credentials.login, credentials.password
+        user, password = credentials
         hashed = users.get(user)
         known = hashed is not None
         # An unknown user costs one bcrypt check too, so timing does not reveal user names.

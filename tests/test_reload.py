@@ -205,7 +205,9 @@ async def test_sighup_applies_a_new_config_and_key_file_atomically(
         before = await scrape(http, daemon)
         assert accounts_in(before) == {SOON, LATE, GONE}
         assert value(before, "retargeting_exporter_config_last_reload_successful") == 1
-        loaded_at = value(before, "retargeting_exporter_config_last_reload_success_timestamp_seconds")
+        loaded_at = value(
+            before, "retargeting_exporter_config_last_reload_success_timestamp_seconds"
+        )
         assert loaded_at is not None and abs(loaded_at - time.time()) < 30
         late_success = value(before, "retargeting_last_success_timestamp_seconds", account=LATE)
         assert late_success is not None
@@ -270,7 +272,9 @@ async def test_invalid_config_is_rejected_and_the_old_one_keeps_running(
     try:
         await daemon.wait_for(lambda: ready(http, daemon), "every account polled once")
         before = await scrape(http, daemon)
-        loaded_at = value(before, "retargeting_exporter_config_last_reload_success_timestamp_seconds")
+        loaded_at = value(
+            before, "retargeting_exporter_config_last_reload_success_timestamp_seconds"
+        )
 
         # Two problems at once; one of them a key file that cannot be read.
         broken = [
@@ -357,7 +361,8 @@ async def test_a_reload_during_a_poll_is_not_undone_by_that_poll(fake: FakeApi) 
         await fake_request_arrived(fake, KEY_B)
         changes = poller.apply(new)
         assert changes["changed"] == [LATE]
-        assert store.get(LATE).labels == {"team": "apac"}  # type: ignore[union-attr]
+        changed = store.get(LATE)
+        assert changed is not None and changed.labels == {"team": "apac"}
         await in_flight
         snapshot = store.get(LATE)
         assert snapshot is not None and snapshot.polled and snapshot.up
