@@ -28,6 +28,7 @@ EXPORTER_ALERTS = {
     "RetargetingExporterDown",
     "RetargetingExporterAbsent",
     "RetargetingExporterConfigReloadFailed",
+    "RetargetingExporterInternalErrors",
 }
 PER_SOURCE_ALERTS = {"RetargetingCTRDrop", "RetargetingCVRDrop"}
 REQUIRED_ALERTS = {
