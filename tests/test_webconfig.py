@@ -215,6 +215,17 @@ def test_a_full_config_parses_with_paths_relative_to_the_file(pki: Pki, tmp_path
     )
 
 
+def test_the_documented_example_is_valid() -> None:
+    """docs/web-config.md's example parses, and its hash is what the comment says."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "web-config.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_web_config(yaml.safe_load(example), source="web.yml", base_dir=Path("/etc"))
+    assert config.tls is not None and config.tls.cert_file == Path("/etc/tls/server.crt")
+    assert config.tls.client_auth_type == "RequireAndVerifyClientCert"
+    assert len(config.headers) == 4
+    assert bcrypt.checkpw(b"change-me", config.users["prometheus"])
+
+
 GOOD_HASH = "$2b$04$9GNUaPdgKJv0EZDnccR5aOn2dgj6I7BhR7CprLM5LimOuFwzF99DG"
 
 
