@@ -106,9 +106,16 @@ def _reject_constant(name: str) -> Any:
 
 
 def _safe_text(text: str, limit: int = 200) -> str:
-    """Printable, single-line, bounded text (vendor messages are untrusted)."""
-    cleaned = re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
-    return cleaned[:limit] + ("…" if len(cleaned) > limit else "")
+    """Printable, single-line, bounded text (vendor messages are untrusted).
+
+    Every non-printable character counts, not only ASCII controls: C1 controls such as U+009B
+    (CSI) are terminal escapes too, and line or paragraph separators would split a log line.
+    """
+    head = text[: 4 * limit]  # what is cut off anyway need not be cleaned
+    marked = "".join(c if c.isprintable() else "\x00" for c in head)
+    cleaned = re.sub("\x00+", " ", marked).strip()
+    more = len(cleaned) > limit or len(text) > len(head)
+    return cleaned[:limit] + ("…" if more else "")
 
 
 def _count(row: Mapping[str, Any], field: str) -> int:
@@ -164,9 +171,9 @@ def parse_rows(data: Any) -> tuple[TrafficRow, ...]:
         if not isinstance(item, dict):
             raise ValueError(f"data[{i}] is not an object")
         name = item.get("source_name")
-        if not isinstance(name, str) or not name.strip():
+        name = _safe_text(name, MAX_SOURCE_NAME) if isinstance(name, str) else ""
+        if not name:  # absent, or nothing printable in it
             raise ValueError(f"data[{i}].source_name is missing or empty")
-        name = _safe_text(name, MAX_SOURCE_NAME)
         if name in seen:
             raise ValueError(f"source_name {name!r} appears twice")
         seen.add(name)
@@ -221,7 +228,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to float()
         seconds = float(value)
     else:
         try:
