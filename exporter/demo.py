@@ -31,7 +31,7 @@ def demo_config(api_url: str, interval: float) -> Config:
     data: dict[str, Any] = {
         "api": {"url": api_url, "timeout": "5s", "max_concurrency": 4},
         "polling": {"interval": "30s"},
-        "windows": ["24h", "30d"],
+        "windows": ["24h", "30d", "today"],
         "accounts": [
             {"name": name, "rest_key_env": _env_name(name), "labels": labels}
             for name, _, labels in DEMO_ACCOUNTS

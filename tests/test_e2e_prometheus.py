@@ -268,7 +268,7 @@ def resolve_variables(stack: Stack) -> dict[str, str]:
     assert {"Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups"} <= set(
         options["source_name"]
     )
-    assert options["window"] == ["24h", "30d"]
+    assert options["window"] == ["24h", "30d", "today"]
     return resolved
 
 
