@@ -196,7 +196,11 @@ def test_variables_for_account_source_and_window() -> None:
                 assert 'account=~"$account"' in matchers, where
             if metric in TRAFFIC_METRICS:
                 assert 'source_name=~"$source_name"' in matchers, where
-                assert 'window="$window"' in matchers, where
+                # The "... today" panels always show the calendar-day window `today`.
+                window = (
+                    'window="today"' if panel["title"].endswith(" today") else 'window="$window"'
+                )
+                assert window in matchers, where
 
 
 # --- panels ---------------------------------------------------------------------------------------
