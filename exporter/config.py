@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -74,7 +75,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not text or match is None:
         raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h30m, 7d)")
-    return sum(float(n) * mult for n, (_, mult) in zip(match.groups(), _UNITS, strict=True) if n)
+    seconds = sum(float(n) * mult for n, (_, mult) in zip(match.groups(), _UNITS, strict=True) if n)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{text[:20]!r}… is too long to be a duration")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -268,8 +272,11 @@ def _duration(
         return default
     try:
         seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
-    except ValueError as exc:
-        problems.add(where, str(exc))
+    except (ValueError, OverflowError) as exc:
+        problems.add(where, str(exc) if isinstance(exc, ValueError) else "is too large")
+        return default
+    if not math.isfinite(seconds):  # YAML's .nan and .inf are floats
+        problems.add(where, f"must be a finite duration such as 30s or 5m, got {value}")
         return default
     if seconds < minimum:
         problems.add(where, f"must be at least {format_duration(minimum)}, got {value}")
@@ -409,14 +416,49 @@ def _read_key(
     key_path = Path(value) if Path(value).is_absolute() else base / value
     try:
         secret = key_path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        problems.add(f"{path}.rest_key_file", f"cannot read {key_path}: {reason}")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, or a NUL byte in the path
+        if isinstance(exc, OSError) and exc.strerror:
+            problem = f"cannot read {key_path}: {exc.strerror}"
+        elif isinstance(exc, UnicodeDecodeError):
+            problem = f"cannot read {key_path}: not UTF-8 text"
+        else:
+            problem = "is not a valid path (it contains a NUL byte)"
+        problems.add(f"{path}.rest_key_file", problem)
         return None, ""
     if not secret:
         problems.add(f"{path}.rest_key_file", f"{key_path} is empty")
         return None, ""
     return RestKey(secret), f"file {key_path}"
+
+
+_MAX_DEPTH = 32
+_MAX_INT_BITS = 3322  # 1000 decimal digits
+
+
+def _unreadable(value: Any, path: str, depth: int, seen: set[int]) -> Iterator[str]:
+    """Values no config needs that would crash the checks: integers too long for ``str()``
+    (Python refuses beyond 4300 digits) and nesting deep enough to exhaust ``repr()``'s stack.
+    """
+    where = path or "top level"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > _MAX_INT_BITS:
+            yield f"{where}: number with more than 1000 digits"
+        return
+    if not isinstance(value, dict | list) or id(value) in seen:
+        return  # a YAML alias may make a structure contain itself: walk it once
+    if depth >= _MAX_DEPTH:
+        yield f"{where}: nested more than {_MAX_DEPTH} levels deep"
+        return
+    seen.add(id(value))
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _unreadable(item, f"{path}[{i}]", depth + 1, seen)
+        return
+    for key, item in value.items():
+        if isinstance(key, int) and key.bit_length() > _MAX_INT_BITS:
+            yield f"{where}: a key is a number with more than 1000 digits"
+            continue
+        yield from _unreadable(item, f"{path}.{key}" if path else str(key), depth + 1, seen)
 
 
 def parse_config(
@@ -429,6 +471,9 @@ def parse_config(
     """Validate already-loaded YAML data. Raises ``ConfigError`` listing every problem."""
     env = os.environ if env is None else env
     base = base_dir or Path.cwd()
+    unreadable = list(_unreadable(data, "", 0, set()))
+    if unreadable:  # the checks below could not even print these values
+        raise ConfigError(source, unreadable)
     problems = _Problems()
     if data is None:
         data = {}
@@ -580,4 +625,9 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(source, [f"{where}{problem}"]) from None
+    except (ValueError, OverflowError) as exc:  # a value YAML recognised but cannot build
+        problem = "a number is too long" if "digits" in str(exc) else str(exc)
+        raise ConfigError(source, [f"invalid value in the YAML: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["invalid YAML: nested too deeply"]) from None
     return parse_config(data, source=source, env=env, base_dir=path.parent)
