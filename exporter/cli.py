@@ -19,6 +19,7 @@ from aiohttp import web
 from exporter import __version__, logs
 from exporter.client import TrafficSourceClient
 from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
+from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
 from exporter.sharding import parse_shard_index, shard_of
@@ -51,6 +52,7 @@ class Options:
     shard_count: int
     shard_index: int
     web_config_file: str | None = None
+    loop_lag_window: float = 0.0  # --debug.loop-lag; 0: not measured
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(env RETARGETING_EXPORTER_SHARD_INDEX)",
     )
     add(
+        "--debug.loop-lag",
+        dest="loop_lag",
+        default="",
+        metavar="WINDOW",
+        help="measure event-loop lag and export retargeting_exporter_event_loop_lag_seconds, "
+        "the longest lag within the last WINDOW, e.g. 1m (default: off; used by the benchmarks)",
+    )
+    add(
         "--version",
         action="version",
         version=f"retargeting-exporter {__version__} (python {platform.python_version()})",
@@ -187,6 +197,14 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         raise UsageError(
             f"--shard.index must be from 0 to --shard.count - 1 (got index {index}, count {count})"
         )
+    loop_lag_window = 0.0
+    if args.loop_lag:
+        try:
+            loop_lag_window = parse_duration(args.loop_lag)
+        except ValueError as exc:
+            raise UsageError(f"--debug.loop-lag: {exc}") from None
+        if loop_lag_window < 0.1:
+            raise UsageError("--debug.loop-lag: the window must be at least 100ms")
     if args.demo and args.check:
         raise UsageError("--demo and --config.check cannot be combined")
     return Options(
@@ -203,6 +221,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         shard_count=count,
         shard_index=index,
         web_config_file=args.web_config_file or None,
+        loop_lag_window=loop_lag_window,
     )
 
 
@@ -349,10 +368,12 @@ async def run_daemon(
         reload=reload,
         telemetry_path=options.telemetry_path,
         guard=guard,
+        loop_lag=LoopLagMonitor(options.loop_lag_window) if options.loop_lag_window else None,
     )
     runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()
+    lag_task = asyncio.create_task(runtime.loop_lag.run()) if runtime.loop_lag else None
     try:
         site = web.TCPSite(
             runner,
@@ -395,6 +416,8 @@ async def run_daemon(
         await stop.wait()
         log.info("shutting down")
     finally:
+        if lag_task is not None:
+            lag_task.cancel()
         await poller.stop()
         await runner.cleanup()
         await session.close()

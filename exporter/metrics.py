@@ -133,8 +133,17 @@ EXPORTER_FAMILIES: tuple[Family, ...] = (
     BUILD_INFO, SHARD_INFO, ACCOUNTS, RELOAD_OK, RELOAD_TS, INTERNAL_ERRORS,
 )  # fmt: skip
 
+# Only with --debug.loop-lag (for benchmarks and debugging), so not among EXPORTER_FAMILIES.
+LOOP_LAG = Family(
+    "retargeting_exporter_event_loop_lag_seconds",
+    "gauge",
+    "Longest delay of the event loop (a 10ms timer firing late) within the --debug.loop-lag window",
+)
+
 # Every metric name the exporter can expose (dashboards and alerts may use only these).
-METRIC_NAMES: frozenset[str] = frozenset(f.name for f in (*ACCOUNT_FAMILIES, *EXPORTER_FAMILIES))
+METRIC_NAMES: frozenset[str] = frozenset(
+    f.name for f in (*ACCOUNT_FAMILIES, *EXPORTER_FAMILIES, LOOP_LAG)
+)
 
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 
@@ -257,6 +266,7 @@ class ExporterState:
     reload_successful: bool = True
     reload_success_timestamp: float = 0.0
     internal_errors: int = 0
+    loop_lag: float | None = None  # seconds; None without --debug.loop-lag
 
 
 _PROCESS_REGISTRY = CollectorRegistry(auto_describe=False)
@@ -277,6 +287,8 @@ def render_exporter(state: ExporterState) -> bytes:
         (RELOAD_TS, "", state.reload_success_timestamp),
         (INTERNAL_ERRORS, "", state.internal_errors),
     ]
+    if state.loop_lag is not None:
+        values.append((LOOP_LAG, "", state.loop_lag))
     text = "".join(
         f"# HELP {f.name} {f.help}.\n# TYPE {f.name} {f.type}\n{f.name}{labels} {number(v)}\n"
         for f, labels, v in values

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from exporter import __version__
+from exporter.looplag import LoopLagMonitor
 from exporter.metrics import CONTENT_TYPE, AccountsExposition, ExporterState, render_exporter
 from exporter.poller import Poller
 from exporter.store import AccountSnapshot, SnapshotStore
@@ -76,6 +77,7 @@ class Runtime:
     clock: Callable[[], float] = time.time
     gzip: GzipCache = field(default_factory=GzipCache)
     guard: WebGuard | None = None  # --web.config.file: basic auth, headers, TLS reloads
+    loop_lag: LoopLagMonitor | None = None  # --debug.loop-lag
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -85,6 +87,7 @@ async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     rt.state.internal_errors = rt.poller.internal_errors
     rt.state.accounts = len(rt.store)
+    rt.state.loop_lag = rt.loop_lag.max_lag() if rt.loop_lag is not None else None
     accounts = rt.exposition.render(rt.store, rt.clock())
     tail = render_exporter(rt.state)
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
