@@ -6,12 +6,14 @@ sides of UTC; the label stays ``today`` / ``yesterday``; config errors name thei
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from tooling import REPO
 
 from exporter.client import TrafficSourceClient
 from exporter.config import ConfigError, Window, parse_config
@@ -286,3 +288,17 @@ async def test_poller_requests_the_local_day_and_labels_it(
     )
     assert 'window="yesterday"' in text
     assert snapshot.up
+
+
+def test_dashboard_has_a_today_so_far_view() -> None:
+    dashboard = json.loads((REPO / "grafana" / "retargeting-exporter.json").read_text())
+    today = {
+        p["title"]: p["targets"][0]["expr"]
+        for p in dashboard["panels"]
+        if p["title"].endswith(" today")
+    }
+    assert set(today) == {
+        f"{figure} today" for figure in ("Impressions", "Clicks", "Orders", "Revenue", "CTR", "CVR")
+    }
+    for title, expr in today.items():
+        assert expr.count('window="today"') == expr.count("window="), title
