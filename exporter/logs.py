@@ -20,21 +20,43 @@ REDACTED = "<redacted>"
 
 
 class Redactor:
-    """Replaces every known secret in text; the last line of defence for log output."""
+    """Replaces every known secret in text; the last line of defence for log output.
+
+    With thousands of accounts, searching a line for each key in turn would cost more than
+    everything else the exporter does; instead each position of the line is looked up in a set,
+    once per distinct key length, so a line costs the same with 10 keys or 10,000.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: tuple[str, ...] = ()
+        self._secrets: frozenset[str] = frozenset()
+        self._lengths: tuple[int, ...] = ()
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
+        self._secrets = frozenset(s for s in secrets if s)
         # Longest first, so a key that contains another is replaced whole.
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._lengths = tuple(sorted({len(s) for s in self._secrets}, reverse=True))
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        secrets, lengths = self._secrets, self._lengths
+        if not lengths or len(text) < lengths[-1]:
+            return text
+        parts: list[str] = []
+        start = i = 0
+        end = len(text) - lengths[-1]
+        while i <= end:
+            for length in lengths:
+                if text[i : i + length] in secrets:
+                    parts.append(text[start:i])
+                    parts.append(REDACTED)
+                    i = start = i + length
+                    break
+            else:
+                i += 1
+        if not parts:
+            return text
+        parts.append(text[start:])
+        return "".join(parts)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
