@@ -14,6 +14,7 @@ import math
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -309,6 +310,30 @@ def _describe_exception(exc: BaseException) -> tuple[ApiErrorReason, str]:
     return ApiErrorReason.CONNECTION_ERROR, f"request failed ({type(exc).__name__})"
 
 
+def _spellings(secret: str) -> set[str]:
+    """The ways a key can be written in a URL or in JSON text."""
+    return {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        secret.replace("/", "\\/"),  # PHP's json_encode escapes slashes
+    } - {""}
+
+
+def _without_secret(error: ApiError, secret: str) -> ApiError:
+    """A fresh copy of ``error`` (no traceback, no context) whose message cannot show the key."""
+    message = error.message
+    for spelling in _spellings(secret):
+        message = message.replace(spelling, "<redacted>")
+        if message.endswith("…"):  # cut short by _safe_text: the key may be cut too
+            for size in range(len(spelling) - 1, 3, -1):
+                if message[:-1].endswith(spelling[:size]):
+                    message = message[: -1 - size] + "<redacted>…"
+                    break
+    return ApiError(error.reason, message, status=error.status, retry_after=error.retry_after)
+
+
 class TrafficSourceClient:
     """Fetches one account's traffic-source figures for one window."""
 
@@ -328,23 +353,34 @@ class TrafficSourceClient:
         self._max_body = max_body
 
     async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
-        """One request. Returns the rows or raises ``ApiError``; never anything else."""
-        params = {"rest_key": key.reveal(), "date_from": str(date_from), "date_to": str(date_to)}
+        """One request. Returns the rows or raises ``ApiError``; never anything else.
+
+        The key is in the request URL, and so in aiohttp's exceptions and in the repr of the
+        response held by the frames that handled it. The ``ApiError`` raised here is always a
+        fresh one, raised outside any ``except`` block: no ``__context__`` leads back to aiohttp,
+        its traceback starts in this frame (whose locals hold no URL), and every spelling of the
+        key is cut out of its message (a vendor error may quote the key back).
+        """
         try:
-            async with self._session.get(
-                self._url,
-                params=params,
-                headers=self._headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
-                body = await self._read_capped(response)
-                return classify_response(response.status, body, response.headers.get("Retry-After"))
-        except ApiError:
-            raise
+            return await self._request(key.reveal(), date_from, date_to)
+        except ApiError as error:
+            failure = _without_secret(error, key.reveal())
         except Exception as exc:  # aiohttp/OS errors: reclassified without their text
             reason, message = _describe_exception(exc)
-            raise ApiError(reason, message) from None
+            failure = ApiError(reason, message)
+        raise failure from None
+
+    async def _request(self, secret: str, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
+        params = {"rest_key": secret, "date_from": str(date_from), "date_to": str(date_to)}
+        async with self._session.get(
+            self._url,
+            params=params,
+            headers=self._headers,
+            timeout=self._timeout,
+            allow_redirects=False,
+        ) as response:
+            body = await self._read_capped(response)
+            return classify_response(response.status, body, response.headers.get("Retry-After"))
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         declared = response.content_length
