@@ -236,6 +236,20 @@ class Poller:
             rng=self._rng,
             gate=gate,
         )
+        # Every request's outcome, for debugging; state changes are logged once, at info/warn.
+        log.debug(
+            "window polled",
+            extra={
+                "account": account.name,
+                "window": window.name,
+                "date_from": date_from,
+                "date_to": date_to,
+                "attempts": result.attempts,
+                "failures": ",".join(result.failures) or "none",
+                "rows": len(result.rows) if result.rows is not None else "-",
+                "error": result.error.message if result.error is not None else "",
+            },
+        )
         return _WindowOutcome(
             window,
             result.rows,
