@@ -577,3 +577,66 @@ async def test_a_hung_account_holds_only_its_own_concurrency_slot(
         await poller.stop()
         await fake.close()
     assert time.monotonic() - started < 1.0  # stopping does not wait for the hung request
+
+
+# -- bodies: slow but in time, and endless ------------------------------------------------------
+
+
+async def test_a_slow_body_that_ends_within_the_timeout_is_accepted(
+    session: aiohttp.ClientSession,
+) -> None:
+    fake = FakeApi([FakeAccount(key_of(BAD), seed=3)])
+    await fake.start()
+    try:
+        fake.set_fault(Fault.SLOW_BODY, key=key_of(BAD), seconds=0.3, chunk_size=64)
+        config = make_config(fake.url, [BAD], timeout=2.0)
+        store = SnapshotStore()
+        snapshot = await Poller(config, client_for(session, config), store).poll(config.accounts[0])
+    finally:
+        await fake.close()
+    assert snapshot.up and snapshot.requests_total == len(WINDOWS)
+    assert {r.fault for r in fake.requests} == {Fault.SLOW_BODY}
+    assert_exported_figures(scrape(store, time.time()), fake, BAD, seed=3)
+
+
+async def test_an_endless_body_without_content_length_is_cut_at_the_cap(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A proxy streaming chunks forever: reading stops at 1 MiB, invalid_response, no hang."""
+    from aiohttp import web
+
+    cut_off = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)  # no Content-Length: chunked
+        try:
+            await response.write(b'{"status": "success", "data": [')
+            while True:
+                await response.write(b"{}," * 20_000)
+        except (ConnectionError, asyncio.CancelledError):
+            cut_off.set()  # the client hung up
+            raise
+
+    app = web.Application()
+    app.router.add_get("/v1/partners-api/traffic-source", endless)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}/v1/partners-api/traffic-source"
+    try:
+        config = make_config(url, [BAD], timeout=10.0, attempts=1)
+        started = time.monotonic()
+        snapshot = await Poller(config, client_for(session, config), SnapshotStore()).poll(
+            config.accounts[0]
+        )
+        took = time.monotonic() - started
+        await asyncio.wait_for(cut_off.wait(), 5.0)
+    finally:
+        await runner.cleanup()
+    assert not snapshot.up and snapshot.last_error is R.INVALID_RESPONSE
+    assert "cap" in snapshot.last_error_message
+    assert took < 5.0  # stopped at the cap, long before the timeout
+    assert cut_off.is_set()  # and closed the connection instead of draining it
