@@ -2,13 +2,16 @@
 
 No I/O here. Each account's part of the exposition is rendered once, when its snapshot changes
 (or when some of its figures turn stale), and a scrape joins the cached parts: with thousands of
-accounts a scrape costs a join, not a re-render of every sample.
+accounts a scrape costs a join, not a re-render of every sample. Both steps come in slices
+(``AccountsExposition.refresh`` is a generator, ``chunks`` yields one family at a time), so the
+web handler can let polls run in between and never holds a copy of the whole body.
 """
 
 from __future__ import annotations
 
+import itertools
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -160,7 +163,8 @@ def number(value: float | int) -> str:
     return repr(value)
 
 
-def _polled_help(family: Family, interval: float) -> str:
+def polled_help(family: Family, interval: float) -> str:
+    """The HELP text of an account family, naming the polling interval."""
     if family in (ACCOUNT_INFO, POLL_INTERVAL):
         return family.help + "."
     return (
@@ -202,57 +206,101 @@ def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     return tuple("".join(block) for block in blocks)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Rendered:
     snapshot: AccountSnapshot
-    visible: tuple[str, ...]
-    blocks: tuple[str, ...]
+    visible: tuple[str, ...]  # the windows whose figures were fresh when rendered
+    blocks: tuple[bytes, ...]  # one per family of ACCOUNT_FAMILIES
+    deadline: float | None  # when some of those figures turn stale
+
+
+# Work units of one refresh() step: looking at an account costs 1, rendering it 25, so a step
+# renders at most 200 accounts (about 10 ms) or looks at 5,000 unchanged ones.
+_STEP = 5000
+_RENDER_COST = 25
+_versions = itertools.count(1)
 
 
 class AccountsExposition:
-    """Caches every account's rendered part and the joined body.
+    """Caches every account's rendered part; serves them joined, one family at a time.
 
-    ``render`` re-renders only accounts whose snapshot changed or whose figures turned stale,
-    and rebuilds the body only when something changed: an idle scrape returns cached bytes.
+    ``refresh`` re-renders only accounts whose snapshot changed or whose figures turned stale;
+    ``version`` changes whenever it did, so derived data (the gzip of the body) can be cached.
+    An idle scrape renders nothing.
     """
 
     def __init__(self, interval: float) -> None:
         self._headers = tuple(
-            f"# HELP {f.name} {_polled_help(f, interval)}\n# TYPE {f.name} {f.type}\n"
+            f"# HELP {f.name} {polled_help(f, interval)}\n# TYPE {f.name} {f.type}\n".encode()
             for f in ACCOUNT_FAMILIES
         )
         self._parts: dict[str, _Rendered] = {}
-        self._body = b""
         self._generation = -1
         self._valid_until = float("-inf")
+        self._body = b""
+        self._body_version = 0
+        self.version = 0  # unique over all instances, so a reload's new instance never matches
         self.renders = 0  # accounts rendered so far (for tests and benchmarks)
 
-    def render(self, store: SnapshotStore, now: float) -> bytes:
+    def refresh(self, store: SnapshotStore, now: float) -> Iterator[None]:
+        """Bring the cached parts up to date with ``store`` at ``now``.
+
+        A generator: it yields between steps of about 10 ms, for a caller on an event loop to
+        let other tasks run (rendering 10,000 changed accounts takes half a second). The new
+        parts replace the old ones at the end, all at once.
+        """
         if store.generation == self._generation and now < self._valid_until:
-            return self._body
+            return
+        generation = store.generation
+        recheck = now >= self._valid_until  # some figures may have turned stale since
+        old = self._parts
         parts: dict[str, _Rendered] = {}
         valid_until = float("inf")
+        work = 0
         for snapshot in store.snapshots():
-            visible = tuple(f.window for f in snapshot.visible_figures(now))
-            cached = self._parts.get(snapshot.name)
-            if cached is None or cached.snapshot is not snapshot or cached.visible != visible:
-                cached = _Rendered(snapshot, visible, render_account(snapshot, now))
-                self.renders += 1
+            work += 1
+            cached = old.get(snapshot.name)
+            if cached is None or cached.snapshot is not snapshot or recheck:
+                visible = tuple(f.window for f in snapshot.visible_figures(now))
+                if cached is None or cached.snapshot is not snapshot or cached.visible != visible:
+                    blocks = tuple(block.encode() for block in render_account(snapshot, now))
+                    cached = _Rendered(snapshot, visible, blocks, snapshot.stale_deadline(now))
+                    self.renders += 1
+                    work += _RENDER_COST
             parts[snapshot.name] = cached
-            deadline = snapshot.stale_deadline(now)
-            if deadline is not None:
-                valid_until = min(valid_until, deadline)
+            if cached.deadline is not None and cached.deadline < valid_until:
+                valid_until = cached.deadline
+            if work >= _STEP:
+                work = 0
+                yield
         self._parts = parts
-        blocks = [p.blocks for p in parts.values()]
-        out: list[str] = []
-        for i, header in enumerate(self._headers):
-            samples = "".join(b[i] for b in blocks)
-            if samples:
-                out.append(header)
-                out.append(samples)
-        self._body = "".join(out).encode("utf-8")
-        self._generation = store.generation
+        self._generation = generation
         self._valid_until = valid_until
+        self.version = next(_versions)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The accounts' exposition as refreshed last: per family, its header, then its samples.
+
+        Families without samples are left out. The parts are taken now; each family is joined
+        only when the iterator gets to it, so the whole body is never copied at once.
+        """
+        blocks = [p.blocks for p in self._parts.values()]
+        return self._join(blocks)
+
+    def _join(self, blocks: list[tuple[bytes, ...]]) -> Iterator[bytes]:
+        for i, header in enumerate(self._headers):
+            samples = b"".join([b[i] for b in blocks])
+            if samples:
+                yield header
+                yield samples
+
+    def render(self, store: SnapshotStore, now: float) -> bytes:
+        """The accounts' exposition in one piece (``--once`` and tests); cached per version."""
+        for _ in self.refresh(store, now):
+            pass
+        if self._body_version != self.version:
+            self._body = b"".join(self.chunks())
+            self._body_version = self.version
         return self._body
 
 

@@ -7,7 +7,7 @@ import html
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -25,38 +25,40 @@ log = logging.getLogger(__name__)
 # path, unknown ones included, requires them when the web config has basic_auth_users.
 PROBE_PATHS = ("/-/healthy", "/-/ready")
 
-# Bodies smaller than this are compressed inline; larger ones in a thread (zlib frees the GIL).
+# Pieces smaller than this are compressed inline; larger ones in a thread (zlib frees the GIL).
 _INLINE_GZIP_BYTES = 256 * 1024
 
 
 class GzipCache:
-    """Gzip of the (large, rarely changing) accounts body, computed once per body.
+    """Gzip of the (large, rarely changing) accounts part, computed once per version of it.
 
-    The small exporter part changes every scrape; it is appended to a copy of the compressor
-    state, so each response is still a single valid gzip member.
+    The part is compressed piece by piece as ``chunks`` produces it (large pieces in a thread),
+    so its uncompressed whole never exists at once. The small exporter part changes every
+    scrape; it is appended to a copy of the compressor state, so each response is still a
+    single valid gzip member.
     """
 
     def __init__(self, level: int = 1) -> None:
         self._level = level
-        self._source: bytes | None = None
+        self._version: Hashable | None = None
         self._prefix = b""
         self._compressor: zlib._Compress | None = None
         self._lock = asyncio.Lock()
 
-    def _compress(self, body: bytes) -> tuple[bytes, zlib._Compress]:
-        compressor = zlib.compressobj(self._level, zlib.DEFLATED, 31)
-        prefix = compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        return prefix, compressor
-
-    async def compress(self, body: bytes, tail: bytes) -> bytes:
+    async def compress(self, version: Hashable, chunks: Iterable[bytes], tail: bytes) -> bytes:
+        """Gzip of ``chunks`` + ``tail``; ``chunks`` is only read when ``version`` is new."""
         async with self._lock:
-            if body is not self._source or self._compressor is None:
-                if len(body) > _INLINE_GZIP_BYTES:
-                    loop = asyncio.get_running_loop()
-                    prefix, compressor = await loop.run_in_executor(None, self._compress, body)
-                else:
-                    prefix, compressor = self._compress(body)
-                self._source, self._prefix, self._compressor = body, prefix, compressor
+            if version != self._version or self._compressor is None:
+                loop = asyncio.get_running_loop()
+                compressor = zlib.compressobj(self._level, zlib.DEFLATED, 31)
+                out = []
+                for chunk in chunks:
+                    if len(chunk) > _INLINE_GZIP_BYTES:
+                        out.append(await loop.run_in_executor(None, compressor.compress, chunk))
+                    else:
+                        out.append(compressor.compress(chunk))
+                out.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+                self._version, self._prefix, self._compressor = version, b"".join(out), compressor
             finisher = self._compressor.copy()
         return self._prefix + finisher.compress(tail) + finisher.flush()
 
@@ -76,6 +78,7 @@ class Runtime:
     telemetry_path: str = "/metrics"
     clock: Callable[[], float] = time.time
     gzip: GzipCache = field(default_factory=GzipCache)
+    render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one refresh at a time
     guard: WebGuard | None = None  # --web.config.file: basic auth, headers, TLS reloads
     loop_lag: LoopLagMonitor | None = None  # --debug.loop-lag
 
@@ -83,20 +86,29 @@ class Runtime:
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
+    exposition = rt.exposition
+    async with rt.render_lock:
+        for _ in exposition.refresh(rt.store, rt.clock()):
+            await asyncio.sleep(0)  # let polls and other requests run between steps
     rt.state.internal_errors = rt.poller.internal_errors
     rt.state.accounts = len(rt.store)
     rt.state.loop_lag = rt.loop_lag.max_lag() if rt.loop_lag is not None else None
-    accounts = rt.exposition.render(rt.store, rt.clock())
     tail = render_exporter(rt.state)
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
     if "gzip" in request.headers.get("Accept-Encoding", "").lower():
-        body = await rt.gzip.compress(accounts, tail)
+        body = await rt.gzip.compress(exposition.version, exposition.chunks(), tail)
         headers["Content-Encoding"] = "gzip"
-    else:
-        body = accounts + tail
-    return web.Response(body=body, headers=headers)
+        return web.Response(body=body, headers=headers)
+    # Uncompressed, the body is sent family by family (chunked), never copied whole.
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    for chunk in exposition.chunks():
+        await response.write(chunk)
+    await response.write(tail)
+    await response.write_eof()
+    return response
 
 
 async def healthy(request: web.Request) -> web.Response:

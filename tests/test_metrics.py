@@ -153,3 +153,29 @@ def test_number(value: float, text: str) -> None:
 
 def test_escape() -> None:
     assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+
+
+def test_refresh_comes_in_steps_and_gives_the_same_exposition() -> None:
+    # Thousands of changed accounts are rendered in steps (the web handler lets the event loop
+    # run between them); the result is the same as rendering in one go.
+    store = SnapshotStore([healthy(f"shop-{i:04d}") for i in range(1000)])
+    stepped = AccountsExposition(300)
+    steps = sum(1 for _ in stepped.refresh(store, NOW))
+    assert steps >= 4  # 1,000 renders at 200 per step
+    whole = AccountsExposition(300).render(store, NOW)
+    assert b"".join(stepped.chunks()) == whole
+    assert sum(1 for _ in stepped.refresh(store, NOW + 1)) == 0  # nothing changed: no work
+    version = stepped.version
+    store.put(healthy("shop-0500", requests_total=11))
+    assert sum(1 for _ in stepped.refresh(store, NOW + 2)) == 0  # 1 render, 1,000 looks
+    assert stepped.version != version and stepped.renders == 1001
+
+
+def test_chunks_come_one_family_at_a_time() -> None:
+    store = SnapshotStore([healthy("a"), healthy("b")])
+    exposition = AccountsExposition(300)
+    exposition.render(store, NOW)
+    chunks = list(exposition.chunks())
+    headers = [c for c in chunks if c.startswith(b"# HELP ")]
+    assert len(headers) == len(chunks) // 2  # a header, then that family's samples
+    assert all(not c.startswith(b"#") and c.endswith(b"\n") for c in chunks[1::2])

@@ -127,8 +127,8 @@ async def test_metrics_plain_and_gzip(client: Client, runtime: Runtime) -> None:
 async def test_gzip_cache_output_is_one_valid_member() -> None:
     cache = GzipCache()
     body = b"x" * 300_000 + b"\n"  # large enough to be compressed in a thread
-    first = await cache.compress(body, b"tail-1\n")
-    second = await cache.compress(body, b"tail-2\n")
+    first = await cache.compress(1, [body], b"tail-1\n")
+    second = await cache.compress(1, iter(()), b"tail-2\n")  # same version: chunks not read
     assert gzip.decompress(first) == body + b"tail-1\n"
     assert gzip.decompress(second) == body + b"tail-2\n"
     import zlib
@@ -169,3 +169,12 @@ async def test_custom_telemetry_path(
     assert (await client.get("/probe/metrics")).status == 200
     assert (await client.get("/metrics")).status == 404
     assert 'href="/probe/metrics"' in await (await client.get("/")).text()
+
+
+async def test_gzip_cache_compresses_a_new_version_anew() -> None:
+    cache = GzipCache()
+    pieces = [b"a" * 300_000, b"\n", b"b\n"]
+    first = await cache.compress(1, pieces, b"t\n")
+    assert gzip.decompress(first) == b"".join(pieces) + b"t\n"
+    second = await cache.compress(2, [b"new\n"], b"t\n")
+    assert gzip.decompress(second) == b"new\nt\n"
