@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 # The documented sources come first when the per-account cap forces a choice.
 _DOCUMENTED = ("Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups")
 
+# Poll loops started per event-loop step: starting 10,000 at once (and their first steps, each
+# queueing two requests) would hold the event loop for over half a second.
+_START_BATCH = 100
+
 
 def phase(name: str) -> float:
     """A stable fraction in [0, 1) per account name: spreads polls evenly over the interval."""
@@ -180,6 +184,7 @@ class Poller:
         self._limit = asyncio.Semaphore(config.api.max_concurrency)
         self._accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._starters: set[asyncio.Task[None]] = set()  # loops still being started
         self._not_before: dict[str, float] = {}
         self._warned_cap: set[str] = set()
         self._limit_size = config.api.max_concurrency
@@ -357,11 +362,25 @@ class Poller:
     # -- scheduling ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start one loop per account; the first poll of each happens at once."""
+        """Start one loop per account; the first poll of each happens at once.
+
+        "At once" within a few event-loop steps: the loops are started in batches, and their
+        requests queue for the concurrency limit anyway.
+        """
         self._running = True
-        epoch = time.monotonic()
-        for account in self._config.accounts:
-            self._start_loop(account.name, epoch)
+        self._launch([a.name for a in self._config.accounts], time.monotonic())
+
+    def _launch(self, names: list[str], epoch: float) -> None:
+        starter = asyncio.create_task(self._start_loops(names, epoch), name="start poll loops")
+        self._starters.add(starter)
+        starter.add_done_callback(self._starters.discard)
+
+    async def _start_loops(self, names: list[str], epoch: float) -> None:
+        for number, name in enumerate(names, 1):
+            if self._running and name in self._accounts and name not in self._tasks:
+                self._start_loop(name, epoch)
+            if number % _START_BATCH == 0:
+                await asyncio.sleep(0)
 
     def _start_loop(self, name: str, epoch: float) -> None:
         self._tasks[name] = asyncio.create_task(self._loop(name, epoch), name=f"poll {name}")
@@ -399,10 +418,9 @@ class Poller:
         return list(await asyncio.gather(*(self.poll(a) for a in self._config.accounts)))
 
     def healthy(self) -> bool:
-        """Every account's loop is running."""
-        return len(self._tasks) == len(self._accounts) and not any(
-            t.done() for t in self._tasks.values()
-        )
+        """Every account's loop is running (or, just after start-up, is being started)."""
+        started = bool(self._starters) or len(self._tasks) == len(self._accounts)
+        return started and not any(t.done() for t in self._tasks.values())
 
     def ready(self) -> bool:
         """Every account has been polled at least once."""
@@ -450,17 +468,16 @@ class Poller:
                         windows=tuple(w.name for w in account.windows),
                     )
                 )
-        epoch = time.monotonic()
         for name in added:
             self._store.put(initial_snapshot(new[name]))
-            if self._running:
-                self._start_loop(name, epoch)
+        if self._running and added:
+            self._launch(added, time.monotonic())
         return {"added": added, "removed": removed, "changed": changed}
 
     async def stop(self) -> None:
         """Cancel every loop and wait for them to end."""
         self._running = False
-        tasks = list(self._tasks.values())
+        tasks = [*self._starters, *self._tasks.values()]
         self._tasks.clear()
         for task in tasks:
             task.cancel()

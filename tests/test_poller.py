@@ -244,3 +244,40 @@ async def test_stop_cancels_hanging_requests_quickly(session: aiohttp.ClientSess
 def test_api_error_is_not_a_valueerror() -> None:
     # The poller catches ApiError per window; anything else is a bug and counted as such.
     assert not issubclass(ApiError, ValueError)
+
+
+async def test_many_loops_start_a_batch_per_step_and_all_poll(
+    session: aiohttp.ClientSession,
+) -> None:
+    # Starting thousands of loops in one event-loop step held the loop for half a second; they
+    # start in batches now, the poller counts as healthy meanwhile, and every account is polled.
+    names = [f"shop-{i}" for i in range(450)]
+    fake = await started_fake(names)
+
+    def loops() -> int:
+        return sum(1 for t in asyncio.all_tasks() if t.get_name().startswith("poll shop-"))
+
+    try:
+        config = make_config(fake.url, names, windows=["24h"])
+        poller = poller_for(config, session, SnapshotStore())
+        poller.start()
+        assert poller.healthy()
+        await asyncio.sleep(0)
+        assert 0 < loops() < len(names)
+        assert poller.healthy()
+        deadline = time.monotonic() + 20
+        while not poller.ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert poller.ready() and poller.healthy() and loops() == len(names)
+        await poller.stop()
+        assert loops() == 0
+        # Stopped while still starting: nothing is left running.
+        poller = poller_for(config, session, SnapshotStore())
+        poller.start()
+        await asyncio.sleep(0)
+        await poller.stop()
+        await asyncio.sleep(0)
+        assert loops() == 0
+    finally:
+        await fake.close()
+    assert len({r.rest_key for r in fake.requests}) == len(names)
