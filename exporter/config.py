@@ -607,19 +607,19 @@ def _literal_key_warnings(raw_accounts: list[Any], source: str) -> Iterator[str]
         )
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a config file. Raises ``ConfigError`` naming the file and every problem."""
-    path = Path(path)
+def read_yaml_file(path: Path) -> tuple[bytes, Any]:
+    """The raw bytes and the parsed YAML of a file; ``ConfigError`` naming the file if not."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(source, ["file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(source, [f"cannot read the file: {reason}"]) from None
     try:
-        data = yaml.safe_load(text)
+        return raw, yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -628,6 +628,10 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
     except (ValueError, OverflowError) as exc:  # a value YAML recognised but cannot build
         problem = "a number is too long" if "digits" in str(exc) else str(exc)
         raise ConfigError(source, [f"invalid value in the YAML: {problem}"]) from None
-    except RecursionError:
-        raise ConfigError(source, ["invalid YAML: nested too deeply"]) from None
-    return parse_config(data, source=source, env=env, base_dir=path.parent)
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file. Raises ``ConfigError`` naming the file and every problem."""
+    path = Path(path)
+    _, data = read_yaml_file(path)
+    return parse_config(data, source=str(path), env=env, base_dir=path.parent)

@@ -27,10 +27,9 @@ from types import MappingProxyType
 from typing import Any
 
 import bcrypt
-import yaml
 from aiohttp import hdrs, web
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -379,21 +378,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     """Read and validate the web config and load the TLS files it names."""
     path = Path(path)
     source = str(path)
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(source, [f"cannot read the file: {reason}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(source, [f"{where}{problem}"]) from None
+    raw, data = read_yaml_file(path)
     config = parse_web_config(data, source=source, base_dir=path.parent)
     signature = (hashlib.sha256(raw).digest(), *file_signature(config.files()[1:]))
     context = build_ssl_context(config.tls, source) if config.tls is not None else None
