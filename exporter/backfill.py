@@ -37,6 +37,7 @@ import aiohttp
 from tqdm import tqdm
 
 from exporter import __version__, logs
+from exporter.cli import add_common_flags
 from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
 from exporter.config import (
     AccountConfig,
@@ -525,20 +526,13 @@ class Options:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Recreate the traffic series of past times from the Retargeting API, as an "
         "OpenMetrics file for `promtool tsdb create-blocks-from openmetrics FILE DATA_DIR`.",
     )
+    add_common_flags(parser)
     add = parser.add_argument
-    add(
-        "--config.file",
-        dest="config_file",
-        default="config.yaml",
-        metavar="PATH",
-        help="configuration file (default: %(default)s)",
-    )
     add("--days", type=float, metavar="N", help="backfill the N days before --to (or before now)")
     add(
         "--from",
@@ -589,34 +583,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="backfill only this account (repeatable; default: all)",
-    )
-    add(
-        "--shard.count",
-        dest="shard_count",
-        default=env.get("RETARGETING_EXPORTER_SHARD_COUNT", "1"),
-        metavar="N",
-        help="split the accounts over N replicas (env RETARGETING_EXPORTER_SHARD_COUNT)",
-    )
-    add(
-        "--shard.index",
-        dest="shard_index",
-        default=env.get("RETARGETING_EXPORTER_SHARD_INDEX", "0"),
-        metavar="I",
-        help="this replica's shard, 0..N-1 (env RETARGETING_EXPORTER_SHARD_INDEX)",
-    )
-    add(
-        "--log.level",
-        dest="log_level",
-        default="info",
-        choices=list(logs.LEVELS),
-        help="minimum level of log messages (default: %(default)s)",
-    )
-    add(
-        "--log.format",
-        dest="log_format",
-        default="logfmt",
-        choices=["logfmt", "json"],
-        help="log line format (default: %(default)s)",
     )
     return parser  # fmt: skip
 

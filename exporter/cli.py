@@ -55,14 +55,9 @@ class Options:
     loop_lag_window: float = 0.0  # --debug.loop-lag; 0: not measured
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command shares: config file, logging, sharding."""
     env = os.environ
-    parser = argparse.ArgumentParser(
-        prog="retargeting-exporter",
-        description="Prometheus exporter for the Retargeting.biz Traffic Source partners API.",
-        epilog="Other command: `retargeting-exporter backfill --help` writes past windows as "
-        "OpenMetrics for promtool (docs/backfill.md).",
-    )
     add = parser.add_argument
     add(
         "--config.file",
@@ -71,6 +66,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="configuration file (default: %(default)s)",
     )
+    add(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=list(logs.LEVELS),
+        help="minimum level of log messages (default: %(default)s)",
+    )
+    add(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="log line format (default: %(default)s)",
+    )
+    add(
+        "--shard.count",
+        dest="shard_count",
+        default=env.get("RETARGETING_EXPORTER_SHARD_COUNT", "1"),
+        metavar="N",
+        help="split the accounts over N replicas (env RETARGETING_EXPORTER_SHARD_COUNT)",
+    )
+    add(
+        "--shard.index",
+        dest="shard_index",
+        default=env.get("RETARGETING_EXPORTER_SHARD_INDEX", "0"),
+        metavar="I",
+        help="this replica's shard, 0..N-1, or a pod name ending in -I "
+        "(env RETARGETING_EXPORTER_SHARD_INDEX)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retargeting-exporter",
+        description="Prometheus exporter for the Retargeting.biz Traffic Source partners API.",
+        epilog="Other command: `retargeting-exporter backfill --help` writes past windows as "
+        "OpenMetrics for promtool (docs/backfill.md).",
+    )
+    add = parser.add_argument
+    add_common_flags(parser)
     add(
         "--web.listen-address",
         dest="listen",
@@ -94,20 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="path of the metrics endpoint (default: %(default)s)",
     )
     add(
-        "--log.level",
-        dest="log_level",
-        default="info",
-        choices=list(logs.LEVELS),
-        help="minimum level of log messages (default: %(default)s)",
-    )
-    add(
-        "--log.format",
-        dest="log_format",
-        default="logfmt",
-        choices=["logfmt", "json"],
-        help="log line format (default: %(default)s)",
-    )
-    add(
         "--config.check",
         dest="check",
         action="store_true",
@@ -129,21 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="30s",
         metavar="DURATION",
         help="polling interval in --demo mode, may be below 30s (default: %(default)s)",
-    )
-    add(
-        "--shard.count",
-        dest="shard_count",
-        default=env.get("RETARGETING_EXPORTER_SHARD_COUNT", "1"),
-        metavar="N",
-        help="split the accounts over N replicas (env RETARGETING_EXPORTER_SHARD_COUNT)",
-    )
-    add(
-        "--shard.index",
-        dest="shard_index",
-        default=env.get("RETARGETING_EXPORTER_SHARD_INDEX", "0"),
-        metavar="I",
-        help="this replica's shard, 0..N-1, or a pod name ending in -I "
-        "(env RETARGETING_EXPORTER_SHARD_INDEX)",
     )
     add(
         "--debug.loop-lag",
