@@ -628,6 +628,8 @@ def read_yaml_file(path: Path) -> tuple[bytes, Any]:
     except (ValueError, OverflowError) as exc:  # a value YAML recognised but cannot build
         problem = "a number is too long" if "digits" in str(exc) else str(exc)
         raise ConfigError(source, [f"invalid value in the YAML: {problem}"]) from None
+    except RecursionError:  # [[[[… deeper than the parser's stack
+        raise ConfigError(source, ["invalid YAML: nested too deeply"]) from None
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
