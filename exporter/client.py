@@ -17,7 +17,6 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -112,6 +111,8 @@ def _safe_text(text: str, limit: int = 200) -> str:
     Every non-printable character counts, not only ASCII controls: C1 controls such as U+009B
     (CSI) are terminal escapes too, and line or paragraph separators would split a log line.
     """
+    if len(text) <= limit and text.isprintable():  # the usual case (every source name): clean
+        return text.strip()
     head = text[: 4 * limit]  # what is cut off anyway need not be cleaned
     marked = "".join(c if c.isprintable() else "\x00" for c in head)
     cleaned = re.sub("\x00+", " ", marked).strip()
@@ -119,15 +120,21 @@ def _safe_text(text: str, limit: int = 200) -> str:
     return cleaned[:limit] + ("…" if more else "")
 
 
+_WHOLE = re.compile(r"\d+(\.0+)?")
+_DECIMAL = re.compile(r"\d+(\.\d+)?")
+
+
 def _count(row: Mapping[str, Any], field: str) -> int:
     value = row.get(field)
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the usual answer: nothing to check
+        return value
     if isinstance(value, bool) or value is None:
         raise ValueError(
             f"field {field!r} is missing" if value is None else f"{field!r} is boolean"
         )
     if isinstance(value, str):
         text = value.strip()
-        if not re.fullmatch(r"\d+(\.0+)?", text):
+        if not _WHOLE.fullmatch(text):
             raise ValueError(f"field {field!r} is not a whole number: {_safe_text(text, 20)!r}")
         value = int(text.split(".")[0])
     elif isinstance(value, float):
@@ -143,13 +150,15 @@ def _count(row: Mapping[str, Any], field: str) -> int:
 
 def _amount(row: Mapping[str, Any], field: str, *, percent: bool) -> float:
     value = row.get(field)
+    if not percent and type(value) is int and 0 <= value <= MAX_COUNT:  # revenue, usually
+        return float(value)
     if isinstance(value, bool) or value is None:
         raise ValueError(
             f"field {field!r} is missing" if value is None else f"{field!r} is boolean"
         )
     if isinstance(value, str):
         text = value.strip().rstrip("%") if percent else value.strip()
-        if not re.fullmatch(r"\d+(\.\d+)?", text):
+        if not _DECIMAL.fullmatch(text):
             raise ValueError(f"field {field!r} is not a number: {_safe_text(text, 20)!r}")
         number = float(text)
     elif isinstance(value, int | float):
@@ -158,8 +167,12 @@ def _amount(row: Mapping[str, Any], field: str, *, percent: bool) -> float:
         raise ValueError(f"field {field!r} is not a number")
     if not math.isfinite(number) or number < 0 or number > MAX_COUNT:
         raise ValueError(f"field {field!r} is out of range: {number}")
-    # Decimal keeps "1.36" % → 0.0136 exact (float division would give 0.013600000000000001).
-    return float(Decimal(repr(number)).scaleb(-2)) if percent else number
+    # "1.36" % → 0.0136 exact (float division would give 0.013600000000000001): the decimal
+    # exponent is shifted in the text, and float() rounds the exact decimal value once.
+    if not percent:
+        return number
+    mantissa, _, exponent = repr(number).partition("e")
+    return float(f"{mantissa}e{int(exponent or 0) - 2}")
 
 
 def parse_rows(data: Any) -> tuple[TrafficRow, ...]:
@@ -390,6 +403,8 @@ class TrafficSourceClient:
                 f"body of {declared} bytes is over the {self._max_body}-byte cap",
                 status=response.status,
             )
+        if declared is not None:  # the parser stops at the declared length, within the cap
+            return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(65536):
