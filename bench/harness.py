@@ -61,6 +61,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import metrics
 from exporter.client import ApiErrorReason
+from exporter.config import parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
 WINDOW_CHOICES = ("24h", "30d", "7d", "1h")
@@ -503,8 +504,6 @@ def _measure_steady(
     settings: Settings, result: Result, scraper: Scraper, pid: int, ready: float
 ) -> None:
     """Scrape every ``steady_every`` s for ``steady`` s once the later polls have begun."""
-    from exporter.config import parse_duration
-
     resume = ready + parse_duration(settings.interval) / 2 + 2  # the first of the later polls
     time.sleep(max(0.0, resume - time.monotonic()))
     _, body, _ = scraper.get("/metrics")
@@ -583,7 +582,9 @@ def _ratio(slow: float, fast: float) -> str:
 def table(results: Sequence[Result]) -> str:
     """A Markdown table, one column per size."""
     rows: list[tuple[str, list[str]]] = [
-        ("accounts x windows", [f"{r.settings.accounts:,} x {r.settings.windows}" for r in results]),  # noqa: E501
+        ("accounts x windows", [
+            f"{r.settings.accounts:,} x {r.settings.windows}" for r in results
+        ]),
         ("API requests per cycle (N·W)", [f"{r.requests:,}" for r in results]),
         ("bound N·W·L/C", [_s(r.settings.bound) for r in results]),
         ("poll cycle (in the exporter)", [_s(r.cycle) for r in results]),
