@@ -37,7 +37,7 @@ import aiohttp
 from tqdm import tqdm
 
 from exporter import __version__, logs
-from exporter.cli import add_common_flags
+from exporter.cli import UsageError, add_common_flags, parse_shard_flags
 from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
 from exporter.config import (
     AccountConfig,
@@ -49,7 +49,7 @@ from exporter.config import (
 )
 from exporter.metrics import TRAFFIC_FIELDS, escape, number
 from exporter.poller import cap_sources, fetch_with_retries
-from exporter.sharding import parse_shard_index, shard_of
+from exporter.sharding import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ _ACCOUNT_STOPPERS = frozenset({ApiErrorReason.INVALID_KEY, ApiErrorReason.ACCOUN
 _OWN_LABELS = frozenset({"account", "source_name", "window"})
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _FAILURES_SHOWN_PER_ACCOUNT = 10
-
-
-class UsageError(Exception):
-    """A bad flag value or a refused run: one line, exit code 2."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -618,15 +614,7 @@ def parse_options(argv: Sequence[str], now: float) -> Options:
         if name in _OWN_LABELS:
             raise UsageError(f"--label {item!r}: {name} is set by the backfill itself")
         labels[name] = value
-    try:
-        count = int(args.shard_count)
-        index = parse_shard_index(str(args.shard_index))
-    except ValueError as exc:
-        raise UsageError(f"--shard.count/--shard.index: {exc}") from None
-    if count < 1 or not 0 <= index < count:
-        raise UsageError(
-            f"--shard.index must be from 0 to --shard.count - 1 (got index {index}, count {count})"
-        )
+    count, index = parse_shard_flags(args)
     output = Path(args.output)
     return Options(
         config_file=args.config_file,

@@ -170,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def parse_shard_flags(args: argparse.Namespace) -> tuple[int, int]:
+    """``(count, index)`` from ``--shard.count``/``--shard.index``; ``UsageError`` if invalid."""
+    try:
+        count = int(args.shard_count)
+        index = parse_shard_index(str(args.shard_index))
+    except ValueError as exc:
+        raise UsageError(f"--shard.count/--shard.index: {exc}") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(
+            f"--shard.index must be from 0 to --shard.count - 1 (got index {index}, count {count})"
+        )
+    return count, index
+
+
 def parse_listen_address(text: str) -> tuple[str | None, int]:
     """``:9817`` (all interfaces), ``127.0.0.1:9817``, ``[::1]:9817``."""
     if text.startswith("["):
@@ -197,15 +211,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         raise UsageError(f"--demo.interval: {exc}") from None
     if demo_interval < 1:
         raise UsageError("--demo.interval: must be at least 1s")
-    try:
-        count = int(args.shard_count)
-        index = parse_shard_index(str(args.shard_index))
-    except ValueError as exc:
-        raise UsageError(f"--shard.count/--shard.index: {exc}") from None
-    if count < 1 or not 0 <= index < count:
-        raise UsageError(
-            f"--shard.index must be from 0 to --shard.count - 1 (got index {index}, count {count})"
-        )
+    count, index = parse_shard_flags(args)
     loop_lag_window = 0.0
     if args.loop_lag:
         try:
