@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -349,8 +349,3 @@ def render_all(
 ) -> bytes:
     """The whole exposition in one piece (``--once`` and tests)."""
     return exposition.render(store, now) + render_exporter(state)
-
-
-def metric_names_in(text: Iterable[str]) -> set[str]:
-    """Family names appearing in HELP lines of an exposition (used by tests and tools)."""
-    return {line.split()[2] for line in text if line.startswith("# HELP ")}

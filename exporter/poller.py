@@ -151,17 +151,12 @@ async def fetch_with_retries(
         return FetchResult(rows, None, attempt, failures, clock(), clock() + gate.remaining())
 
 
-@dataclass
+@dataclass(frozen=True)
 class _WindowOutcome:
     window: Window
-    rows: tuple[TrafficRow, ...] | None
-    error: ApiError | None
-    attempts: int
-    failures: list[ApiErrorReason]
-    fetched_at: float
     date_from: int
     date_to: int
-    not_before: float  # wall-clock time before which no new request may be sent (Retry-After)
+    result: FetchResult
 
 
 class Poller:
@@ -216,7 +211,7 @@ class Poller:
         current = self._accounts.get(account.name)
         previous = self._store.get(account.name) or initial_snapshot(account)
         snapshot = self._next_snapshot(current or account, previous, outcomes, finished, started)
-        not_before = max((o.not_before for o in outcomes), default=0.0)
+        not_before = max((o.result.not_before for o in outcomes), default=0.0)
         if not_before > finished:
             self._not_before[account.name] = not_before
         self._log_transition(previous, snapshot)
@@ -242,30 +237,22 @@ class Poller:
             gate=gate,
         )
         # Every request's outcome, for debugging; state changes are logged once, at info/warn.
-        log.debug(
-            "window polled",
-            extra={
-                "account": account.name,
-                "window": window.name,
-                "date_from": date_from,
-                "date_to": date_to,
-                "attempts": result.attempts,
-                "failures": ",".join(result.failures) or "none",
-                "rows": len(result.rows) if result.rows is not None else "-",
-                "error": result.error.message if result.error is not None else "",
-            },
-        )
-        return _WindowOutcome(
-            window,
-            result.rows,
-            result.error,
-            result.attempts,
-            result.failures,
-            result.fetched_at,
-            date_from,
-            date_to,
-            result.not_before,
-        )
+        # Guarded: this runs for every window of every poll, and debug is usually off.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "window polled",
+                extra={
+                    "account": account.name,
+                    "window": window.name,
+                    "date_from": date_from,
+                    "date_to": date_to,
+                    "attempts": result.attempts,
+                    "failures": ",".join(result.failures) or "none",
+                    "rows": len(result.rows) if result.rows is not None else "-",
+                    "error": result.error.message if result.error is not None else "",
+                },
+            )
+        return _WindowOutcome(window, date_from, date_to, result)
 
     def _cap_sources(
         self, account: str, rows: tuple[TrafficRow, ...]
@@ -296,22 +283,19 @@ class Poller:
         failed: list[ApiError] = []
         succeeded = False
         for outcome in outcomes:
-            requests += outcome.attempts
-            for reason in outcome.failures:
+            result = outcome.result
+            requests += result.attempts
+            for reason in result.failures:
                 errors[reason] = errors.get(reason, 0) + 1
-            if outcome.rows is not None:
+            if result.rows is not None:
                 succeeded = True
-                rows, dropped_here = self._cap_sources(account.name, outcome.rows)
+                rows, dropped_here = self._cap_sources(account.name, result.rows)
                 dropped = max(dropped, dropped_here)
                 figures[outcome.window.name] = WindowFigures(
-                    outcome.window.name,
-                    rows,
-                    outcome.fetched_at,
-                    outcome.date_from,
-                    outcome.date_to,
+                    outcome.window.name, rows, result.fetched_at, outcome.date_from, outcome.date_to
                 )
-            elif outcome.error is not None:
-                failed.append(outcome.error)
+            elif result.error is not None:
+                failed.append(result.error)
         up = not failed
         active = previous.active
         if any(e.reason is ApiErrorReason.ACCOUNT_INACTIVE for e in failed):
@@ -331,7 +315,6 @@ class Poller:
             active=active,
             figures=MappingProxyType(figures),
             last_success=finished if up else previous.last_success,
-            last_poll_end=finished,
             poll_duration=time.monotonic() - started,
             last_error=main_error.reason if main_error else None,
             last_error_message=main_error.message if main_error else "",

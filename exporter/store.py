@@ -36,7 +36,6 @@ class AccountSnapshot:
     active: bool | None = None  # None until an answer tells
     figures: Mapping[str, WindowFigures] = field(default_factory=dict)
     last_success: float | None = None
-    last_poll_end: float | None = None
     poll_duration: float | None = None
     last_error: ApiErrorReason | None = None
     last_error_message: str = ""
