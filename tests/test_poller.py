@@ -105,15 +105,16 @@ async def test_snapshot_after_success_and_failures(session: aiohttp.ClientSessio
         assert snapshot.up and snapshot.active is True and snapshot.last_error is None
         assert snapshot.requests_total == 4
         assert set(snapshot.figures) == {"24h", "30d"}
-        # One window failing: up drops, the other window's figures are refreshed, the failed
-        # window keeps its previous figures until stale_after.
-        previous = snapshot.figures["30d"]
+        # A failing poll: up drops, and the figures of the last success are kept (they vanish
+        # from /metrics only after stale_after, see test_metrics).
+        before = store.get("good")
+        assert before is not None
         fake.set_fault(Fault.HTML_5XX, key="key-good")
         snapshot = await poller.poll(good)
         assert not snapshot.up and snapshot.last_error is ApiErrorReason.HTTP_ERROR
         assert snapshot.active is True  # a 502 says nothing about the account
-        assert store.get("good").figures  # type: ignore[union-attr]
-        assert previous is not None
+        assert dict(snapshot.figures) == dict(before.figures)
+        assert snapshot.last_success == before.last_success
     finally:
         await fake.close()
 
