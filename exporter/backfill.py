@@ -36,7 +36,7 @@ from typing import IO, Any, Protocol
 import aiohttp
 from tqdm import tqdm
 
-from exporter import __version__, logs
+from exporter import __version__, eventloop, logs
 from exporter.cli import UsageError, add_common_flags, parse_shard_flags
 from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
 from exporter.config import (
@@ -199,7 +199,7 @@ def _result_to_json(result: Result) -> str:
         "date_to": result.date_to,
     }
     if result.rows is not None:
-        data["rows"] = [dataclasses.asdict(row) for row in result.rows]
+        data["rows"] = [row._asdict() for row in result.rows]
     else:
         data["error"] = result.reason
         data["message"] = result.message
@@ -748,7 +748,7 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     log.debug("backfill", extra={"version": __version__, "accounts": len(config.accounts)})
     try:
-        return asyncio.run(run(options, config))
+        return eventloop.run(run(options, config))
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

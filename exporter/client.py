@@ -16,9 +16,8 @@ import re
 import time
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -88,9 +87,14 @@ class ApiError(Exception):
         return self.reason.transient
 
 
-@dataclass(frozen=True, slots=True)
-class TrafficRow:
-    """One traffic source's figures for one window, as the vendor reported them."""
+class TrafficRow(NamedTuple):
+    """One traffic source's figures for one window, as the vendor reported them.
+
+    A named tuple rather than a dataclass: cheaper to build (20,000 answers a cycle at 10,000
+    accounts), and once the garbage collector has seen one it stops tracking it (a tuple of
+    numbers and a string cannot be part of a cycle), so the rows of every account's snapshot
+    are never walked again by later collections.
+    """
 
     source_name: str
     impressions: int
@@ -122,6 +126,7 @@ def _safe_text(text: str, limit: int = 200) -> str:
 
 _WHOLE = re.compile(r"\d+(\.0+)?")
 _DECIMAL = re.compile(r"\d+(\.\d+)?")
+_PLAIN = re.compile(r"\d{1,15}(\.\d+)?")  # below MAX_COUNT: needs no range check
 
 
 def _count(row: Mapping[str, Any], field: str) -> int:
@@ -150,8 +155,10 @@ def _count(row: Mapping[str, Any], field: str) -> int:
 
 def _amount(row: Mapping[str, Any], field: str, *, percent: bool) -> float:
     value = row.get(field)
-    if not percent and type(value) is int and 0 <= value <= MAX_COUNT:  # revenue, usually
-        return float(value)
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # revenue, usually
+        return _shifted(str(value), percent) if percent else float(value)
+    if type(value) is str and _PLAIN.fullmatch(value):  # "1.36" (ctr, cvr): in range, no sign
+        return _shifted(value, percent)
     if isinstance(value, bool) or value is None:
         raise ValueError(
             f"field {field!r} is missing" if value is None else f"{field!r} is boolean"
@@ -160,18 +167,29 @@ def _amount(row: Mapping[str, Any], field: str, *, percent: bool) -> float:
         text = value.strip().rstrip("%") if percent else value.strip()
         if not _DECIMAL.fullmatch(text):
             raise ValueError(f"field {field!r} is not a number: {_safe_text(text, 20)!r}")
-        number = float(text)
-    elif isinstance(value, int | float):
+        if float(text) > MAX_COUNT:
+            raise ValueError(f"field {field!r} is out of range: {float(text)}")
+        return _shifted(text, percent)
+    if isinstance(value, int | float):
         number = float(value)
     else:
         raise ValueError(f"field {field!r} is not a number")
     if not math.isfinite(number) or number < 0 or number > MAX_COUNT:
         raise ValueError(f"field {field!r} is out of range: {number}")
-    # "1.36" % → 0.0136 exact (float division would give 0.013600000000000001): the decimal
-    # exponent is shifted in the text, and float() rounds the exact decimal value once.
+    return _shifted(repr(number), percent)
+
+
+def _shifted(decimal: str, percent: bool) -> float:
+    """The float nearest to the decimal text, divided by 100 if ``percent``.
+
+    "1.36" % → 0.0136 exactly (float division would give 0.013600000000000001): the decimal
+    exponent is shifted in the text, so ``float`` rounds the exact decimal value once.
+    """
     if not percent:
-        return number
-    mantissa, _, exponent = repr(number).partition("e")
+        return float(decimal)
+    if "e" not in decimal:
+        return float(decimal + "e-2")
+    mantissa, _, exponent = decimal.partition("e")
     return float(f"{mantissa}e{int(exponent or 0) - 2}")
 
 
@@ -193,14 +211,14 @@ def parse_rows(data: Any) -> tuple[TrafficRow, ...]:
         seen.add(name)
         try:
             rows.append(
-                TrafficRow(
-                    source_name=name,
-                    impressions=_count(item, "impressions"),
-                    clicks=_count(item, "click"),
-                    orders=_count(item, "order"),
-                    revenue=_amount(item, "revenue", percent=False),
-                    ctr_ratio=_amount(item, "ctr", percent=True),
-                    cvr_ratio=_amount(item, "cvr", percent=True),
+                TrafficRow(  # positional: half the cost of keywords, in field order
+                    name,
+                    _count(item, "impressions"),
+                    _count(item, "click"),
+                    _count(item, "order"),
+                    _amount(item, "revenue", percent=False),
+                    _amount(item, "ctr", percent=True),
+                    _amount(item, "cvr", percent=True),
                 )
             )
         except ValueError as exc:

@@ -42,7 +42,7 @@ def test_percent_number_is_the_exact_decimal_shift(value: float) -> None:
 @example(whole=0, fraction="35")
 def test_percent_text_is_the_exact_decimal_shift(whole: int, fraction: str) -> None:
     text = f"{whole}.{fraction}"
-    expected = float(Decimal(repr(float(text))).scaleb(-2))
+    expected = float(Decimal(text).scaleb(-2))  # rounded once, from the text's exact value
     assert _amount({"ctr": text}, "ctr", percent=True) == expected
     assert _amount({"ctr": text + "%"}, "ctr", percent=True) == expected
 
