@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import platform
@@ -17,9 +16,10 @@ from dataclasses import dataclass, replace
 import aiohttp
 from aiohttp import web
 
-from exporter import __version__, logs
+from exporter import __version__, eventloop, logs
 from exporter.client import TrafficSourceClient
 from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
+from exporter.gcpace import GcPacer
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
@@ -31,8 +31,6 @@ from exporter.webconfig import WebConfig, WebGuard, load_web_config
 log = logging.getLogger("exporter")
 
 DEFAULT_PORT = 9817
-# See _tune_gc(): allocations between two collections of the youngest generation (default 700).
-GC_YOUNG_THRESHOLD = 20_000
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
@@ -388,6 +386,8 @@ async def run_daemon(
     runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()
+    GcPacer.freeze()  # the configuration and the first snapshots: before serving
+    gc_task = asyncio.create_task(GcPacer().run(), name="garbage collection")
     lag_task = asyncio.create_task(runtime.loop_lag.run()) if runtime.loop_lag else None
     try:
         site = web.TCPSite(
@@ -422,6 +422,7 @@ async def run_daemon(
                 "address": ",".join(addresses),
                 "accounts": len(config.accounts),
                 "version": __version__,
+                "event_loop": eventloop.loop_name(),
                 "web_config": guard.config.describe() if guard is not None else "none",
             },
         )
@@ -433,26 +434,13 @@ async def run_daemon(
     finally:
         if lag_task is not None:
             lag_task.cancel()
+        gc_task.cancel()
         await poller.stop()
         await runner.cleanup()
         await session.close()
         if fake is not None:
             await fake.close()
     return EXIT_OK
-
-
-def _tune_gc() -> None:
-    """Keep the garbage collector from walking every account's objects over and over.
-
-    With the default young threshold (700 allocations), the objects of the requests in flight
-    survive young collections and reach the oldest generation, whose collections then walk all
-    the accounts' snapshots: at 10,000 accounts that was 5 s of CPU per poll cycle and pauses of
-    up to half a second (docs/benchmarks.md). With a larger young generation they die young.
-    What is alive at start-up (modules, configuration) is frozen: never collected, never walked.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _bound_addresses(runner: web.AppRunner) -> list[str]:
@@ -533,10 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.once:
             if config is None:  # --demo --once: poll the demo accounts once
-                return asyncio.run(_demo_once(options, state, redactor))
-            return asyncio.run(run_once(config, state))
-        _tune_gc()
-        return asyncio.run(run_daemon(options, config, redactor, web_config))
+                return eventloop.run(_demo_once(options, state, redactor))
+            return eventloop.run(run_once(config, state))
+        return eventloop.run(run_daemon(options, config, redactor, web_config))
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import logging
 import math
 import random
@@ -27,9 +29,13 @@ log = logging.getLogger(__name__)
 # The documented sources come first when the per-account cap forces a choice.
 _DOCUMENTED = ("Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups")
 
-# Poll loops started per event-loop step: starting 10,000 at once (and their first steps, each
-# queueing two requests) would hold the event loop for over half a second.
-_START_BATCH = 100
+# Polls under way at once, per unit of api.max_concurrency. The request limit alone would let
+# every due poll start and queue its requests: at start-up that is every account, and 10,000
+# polls waiting with their tasks and futures are 440,000 objects that every garbage collection
+# of the start-up cycle walked (pauses of 0.1-0.2 s). Twice the limit keeps every request slot
+# busy even while some admitted polls sleep between retries. Accounts not yet admitted wait as
+# entries of the scheduler's heap: a tuple each, which the collector does not track.
+_ADMITTED = 2
 
 
 def phase(name: str) -> float:
@@ -42,11 +48,16 @@ def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
     """What the store holds for an account before its first poll."""
     return AccountSnapshot(
         name=account.name,
-        labels=MappingProxyType(dict(account.labels)),
+        labels=_frozen(account.labels),
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
     )
+
+
+def _frozen(labels: Mapping[str, str]) -> Mapping[str, str]:
+    """A read-only copy: the snapshot must not change with the config's dict."""
+    return MappingProxyType(dict(labels))
 
 
 def cap_sources(rows: tuple[TrafficRow, ...], cap: int) -> tuple[tuple[TrafficRow, ...], int]:
@@ -177,9 +188,22 @@ class Poller:
         self._clock = clock
         self._rng = rng or random.Random()  # jitter, not cryptography
         self._limit = asyncio.Semaphore(config.api.max_concurrency)
+        self._admission = asyncio.Semaphore(_ADMITTED * config.api.max_concurrency)
         self._accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._starters: set[asyncio.Task[None]] = set()  # loops still being started
+        # Scheduling: a heap of (monotonic due time, ticket, name); an entry counts only while
+        # its ticket is the account's current one (a removed or re-added account's old entries
+        # are skipped). One task runs the heap; a task per poll under way.
+        self._due: list[tuple[float, int, str]] = []
+        self._tickets: dict[str, int] = {}
+        self._next_ticket = itertools.count()
+        self._epochs: dict[str, float] = {}  # accounts not yet polled by the schedule: start time
+        self._slots: dict[str, float] = {}  # each account's current slot, before jitter
+        self._polls: dict[str, asyncio.Task[None]] = {}
+        self._scheduler: asyncio.Task[None] | None = None
+        # The accounts of the start-up configuration not yet polled (for one summary line).
+        self._first_round = set(self._accounts)
+        self._first_round_started = time.monotonic()
+        self._wake = asyncio.Event()
         self._not_before: dict[str, float] = {}
         self._warned_cap: set[str] = set()
         self._limit_size = config.api.max_concurrency
@@ -198,7 +222,14 @@ class Poller:
     # -- one poll ------------------------------------------------------------------------------
 
     async def poll(self, account: AccountConfig) -> AccountSnapshot:
-        """Poll every window of ``account`` once, store and return the new snapshot."""
+        """Poll every window of ``account`` once, store and return the new snapshot.
+
+        Polls wait for admission before they start their requests (see ``_ADMITTED``).
+        """
+        async with self._admission:
+            return await self._poll(account)
+
+    async def _poll(self, account: AccountConfig) -> AccountSnapshot:
         started = time.monotonic()
         now = self._clock()
         gate = RetryAfterGate()  # a Retry-After for one window holds back all of them
@@ -217,7 +248,25 @@ class Poller:
         self._log_transition(previous, snapshot)
         if current is not None:
             self._store.put(snapshot)
+        if account.name in self._first_round:
+            self._first_round.discard(account.name)
+            if not self._first_round:
+                self._log_first_round()
         return snapshot
+
+    def _log_first_round(self) -> None:
+        """One line once every account has been polled: how many are up, and how long it took."""
+        snapshots = [s for n in self._accounts if (s := self._store.get(n)) is not None]
+        up = sum(1 for s in snapshots if s.up)
+        log.info(
+            "every account polled once",
+            extra={
+                "accounts": len(snapshots),
+                "up": up,
+                "down": len(snapshots) - up,
+                "seconds": round(time.monotonic() - self._first_round_started, 3),
+            },
+        )
 
     async def _fetch(
         self, account: AccountConfig, window: Window, now: float, gate: RetryAfterGate
@@ -274,10 +323,12 @@ class Poller:
         finished: float,
         started: float,
     ) -> AccountSnapshot:
-        figures = {
-            k: v for k, v in previous.figures.items() if k in {w.name for w in account.windows}
-        }
-        errors = dict(previous.errors_total)
+        windows = {w.name for w in account.windows}
+        figures = {p[0]: p for p in previous.packed_figures if p[0] in windows}
+        # Unchanged labels and error counts keep the previous objects: a poll then leaves
+        # behind no new long-lived objects but the snapshot itself (see cli._tune_gc).
+        labels = previous.labels if previous.labels == account.labels else _frozen(account.labels)
+        errors = previous.errors_total
         requests = previous.requests_total
         dropped = 0
         failed: list[ApiError] = []
@@ -285,15 +336,18 @@ class Poller:
         for outcome in outcomes:
             result = outcome.result
             requests += result.attempts
-            for reason in result.failures:
-                errors[reason] = errors.get(reason, 0) + 1
+            if result.failures:
+                counts = dict(errors)
+                for reason in result.failures:
+                    counts[reason] = counts.get(reason, 0) + 1
+                errors = MappingProxyType(counts)
             if result.rows is not None:
                 succeeded = True
                 rows, dropped_here = self._cap_sources(account.name, result.rows)
                 dropped = max(dropped, dropped_here)
                 figures[outcome.window.name] = WindowFigures(
                     outcome.window.name, rows, result.fetched_at, outcome.date_from, outcome.date_to
-                )
+                ).pack()
             elif result.error is not None:
                 failed.append(result.error)
         up = not failed
@@ -306,20 +360,20 @@ class Poller:
         main_error = next((e for e in failed if not e.transient), failed[-1] if failed else None)
         return replace(
             previous,
-            labels=MappingProxyType(dict(account.labels)),
+            labels=labels,
             interval=account.interval,
             stale_after=account.stale_after,
             windows=tuple(w.name for w in account.windows),
             polled=True,
             up=up,
             active=active,
-            figures=MappingProxyType(figures),
+            packed_figures=tuple(figures.values()),
             last_success=finished if up else previous.last_success,
             poll_duration=time.monotonic() - started,
             last_error=main_error.reason if main_error else None,
             last_error_message=main_error.message if main_error else "",
             requests_total=requests,
-            errors_total=MappingProxyType(errors),
+            errors_total=errors,
             dropped_sources=dropped,
         )
 
@@ -329,8 +383,8 @@ class Poller:
         if current.up and (not previous.polled or not previous.up):
             if previous.polled:
                 log.info("account recovered", extra=fields)
-            else:
-                log.info("account polled successfully", extra=fields)
+            else:  # at info, thousands of accounts would log thousands of lines at start-up
+                log.debug("account polled successfully", extra=fields)
         elif not current.up and (
             previous.up or not previous.polled or previous.last_error != current.last_error
         ):
@@ -345,65 +399,97 @@ class Poller:
     # -- scheduling ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start one loop per account; the first poll of each happens at once.
+        """Start polling: the first poll of every account at once, as far as admission allows.
 
-        "At once" within a few event-loop steps: the loops are started in batches, and their
-        requests queue for the concurrency limit anyway.
+        After the first poll, each account keeps a stable phase within its interval, so the API
+        sees a steady rate instead of every account at once.
         """
         self._running = True
-        self._launch([a.name for a in self._config.accounts], time.monotonic())
+        now = time.monotonic()
+        self._first_round_started = now
+        for name in self._accounts:
+            self._enter(name, now)
+        self._scheduler = asyncio.create_task(self._schedule(), name="poll scheduler")
 
-    def _launch(self, names: list[str], epoch: float) -> None:
-        starter = asyncio.create_task(self._start_loops(names, epoch), name="start poll loops")
-        self._starters.add(starter)
-        starter.add_done_callback(self._starters.discard)
+    def _enter(self, name: str, epoch: float) -> None:
+        self._epochs[name] = epoch
+        self._slots.pop(name, None)
+        self._plan(name, epoch)
 
-    async def _start_loops(self, names: list[str], epoch: float) -> None:
-        for number, name in enumerate(names, 1):
-            if self._running and name in self._accounts and name not in self._tasks:
-                self._start_loop(name, epoch)
-            if number % _START_BATCH == 0:
-                await asyncio.sleep(0)
+    def _plan(self, name: str, at: float) -> None:
+        ticket = next(self._next_ticket)
+        self._tickets[name] = ticket
+        heapq.heappush(self._due, (at, ticket, name))
+        self._wake.set()
 
-    def _start_loop(self, name: str, epoch: float) -> None:
-        self._tasks[name] = asyncio.create_task(self._loop(name, epoch), name=f"poll {name}")
+    async def _schedule(self) -> None:
+        """Start every due poll that admission allows; sleep until the next one is due."""
+        loop = asyncio.get_running_loop()
+        admitted = self._admitted_size
+        while True:
+            self._wake.clear()
+            now = time.monotonic()
+            while self._due and self._due[0][0] <= now and len(self._polls) < admitted():
+                _, ticket, name = heapq.heappop(self._due)
+                if self._tickets.get(name) != ticket or name in self._polls:
+                    continue  # removed or planned again since; or its poll is still running
+                wait = self._not_before.pop(name, 0.0) - self._clock()
+                if wait > 0:  # the API asked for a pause (Retry-After)
+                    self._plan(name, now + wait)
+                    continue
+                self._polls[name] = asyncio.create_task(self._run_poll(name), name=f"poll {name}")
+            timer = None
+            if self._due and len(self._polls) < admitted():
+                timer = loop.call_at(
+                    loop.time() + max(0.0, self._due[0][0] - time.monotonic()), self._wake.set
+                )
+            await self._wake.wait()  # the next due time, a poll ended, or accounts were added
+            if timer is not None:
+                timer.cancel()
 
-    async def _loop(self, name: str, epoch: float) -> None:
-        slot = epoch  # the account's current slot on the monotonic clock, before jitter
-        next_at = epoch
-        first = True
-        while name in self._accounts:
-            delay = max(next_at - time.monotonic(), self._not_before.pop(name, 0.0) - self._clock())
-            if delay > 0:
-                await asyncio.sleep(delay)
+    def _admitted_size(self) -> int:
+        return _ADMITTED * self._limit_size
+
+    async def _run_poll(self, name: str) -> None:
+        try:
             account = self._accounts.get(name)
             if account is None:
                 return
             try:
                 await self.poll(account)
-            except Exception:  # a bug must not kill the account's loop: log it, count it, go on
+            except Exception:  # a bug must not stop the account's polling: log it, count it
                 self.internal_errors += 1
                 log.exception("unexpected error while polling", extra={"account": name})
-            # After the first poll (at start-up), each account keeps a stable phase within the
-            # interval, so the API sees a steady rate instead of every account at once.
-            interval = account.interval
-            slot = epoch + interval * (0.5 + phase(name)) if first else slot + interval
-            first = False
-            now = time.monotonic()
-            if slot < now:  # the poll overran its slot: skip the missed ones, do not catch up
-                slot += math.ceil((now - slot) / interval) * interval
-            jitter = self._config.polling.jitter
-            next_at = slot + (self._rng.uniform(-jitter, jitter) if jitter else 0.0)
-            self.next_poll[name] = self._clock() + max(0.0, next_at - now)
+            account = self._accounts.get(name)  # a reload may have changed or removed it
+            if account is not None:
+                self._plan_next(name, account.interval)
+        finally:
+            if self._polls.get(name) is asyncio.current_task():
+                del self._polls[name]
+            self._wake.set()
+
+    def _plan_next(self, name: str, interval: float) -> None:
+        epoch = self._epochs.pop(name, None)
+        if epoch is not None:  # after the first poll: the account's own phase in the interval
+            slot = epoch + interval * (0.5 + phase(name))
+        else:
+            slot = self._slots.get(name, time.monotonic()) + interval
+        now = time.monotonic()
+        if slot < now:  # the poll overran its slot: skip the missed ones, do not catch up
+            slot += math.ceil((now - slot) / interval) * interval
+        self._slots[name] = slot
+        jitter = self._config.polling.jitter
+        at = slot + (self._rng.uniform(-jitter, jitter) if jitter else 0.0)
+        self.next_poll[name] = self._clock() + max(0.0, at - now)
+        self._plan(name, at)
 
     async def poll_all_once(self) -> list[AccountSnapshot]:
         """Poll every account once, concurrently (``--once``)."""
         return list(await asyncio.gather(*(self.poll(a) for a in self._config.accounts)))
 
     def healthy(self) -> bool:
-        """Every account's loop is running (or, just after start-up, is being started)."""
-        started = bool(self._starters) or len(self._tasks) == len(self._accounts)
-        return started and not any(t.done() for t in self._tasks.values())
+        """Polling has started and its scheduler is running."""
+        return self._scheduler is not None and not self._scheduler.done()
 
     def ready(self) -> bool:
         """Every account has been polled at least once."""
@@ -430,14 +516,21 @@ class Poller:
             self._client = client
         if config.api.max_concurrency != self._limit_size:
             self._limit = asyncio.Semaphore(config.api.max_concurrency)
+            self._admission = asyncio.Semaphore(_ADMITTED * config.api.max_concurrency)
             self._limit_size = config.api.max_concurrency
+        pending = bool(self._first_round)
         for name in removed:
-            task = self._tasks.pop(name, None)
+            task = self._polls.pop(name, None)
             if task is not None:
                 task.cancel()
+            for state in (self._tickets, self._epochs, self._slots):
+                state.pop(name, None)
+            self._first_round.discard(name)
             self._store.remove(name)
             self._not_before.pop(name, None)
             self.next_poll.pop(name, None)
+        if pending and not self._first_round:  # the last ones not yet polled were removed
+            self._log_first_round()
         for name in changed:
             snapshot = self._store.get(name)
             if snapshot is not None:
@@ -445,7 +538,7 @@ class Poller:
                 self._store.put(
                     replace(
                         snapshot,
-                        labels=MappingProxyType(dict(account.labels)),
+                        labels=_frozen(account.labels),
                         interval=account.interval,
                         stale_after=account.stale_after,
                         windows=tuple(w.name for w in account.windows),
@@ -453,15 +546,20 @@ class Poller:
                 )
         for name in added:
             self._store.put(initial_snapshot(new[name]))
-        if self._running and added:
-            self._launch(added, time.monotonic())
+        if self._running:
+            now = time.monotonic()
+            for name in added:
+                self._enter(name, now)
+        self._wake.set()  # the admission limit may have changed too
         return {"added": added, "removed": removed, "changed": changed}
 
     async def stop(self) -> None:
-        """Cancel every loop and wait for them to end."""
+        """Cancel the scheduler and every poll under way, and wait for them to end."""
         self._running = False
-        tasks = [*self._starters, *self._tasks.values()]
-        self._tasks.clear()
+        tasks = [*self._polls.values()]
+        if self._scheduler is not None:
+            tasks.append(self._scheduler)
+        self._polls.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -5,14 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from exporter.client import ApiErrorReason, TrafficRow
 
 _NO_ERRORS: Mapping[ApiErrorReason, int] = MappingProxyType({r: 0 for r in ApiErrorReason})
 
 
-@dataclass(frozen=True, slots=True)
-class WindowFigures:
+# How a snapshot keeps its figures: for each window one flat, exact tuple of strings and numbers,
+# ``(window, fetched_at, date_from, date_to, *row_1, *row_2, ...)``. CPython's garbage collector
+# stops tracking such a tuple the first time it sees it (never a named tuple, nor any other
+# class's instance, nor a tuple holding one that is still tracked), so thousands of accounts'
+# figures cost later collections nothing; as named tuples of named tuples, they were 12 of the
+# ~20 objects per account that every collection walked (docs/benchmarks.md).
+PackedFigures = tuple[Any, ...]
+_ROW = len(TrafficRow._fields)
+_HEAD = 4  # window, fetched_at, date_from, date_to
+
+
+class WindowFigures(NamedTuple):
     """The rows of one window from its latest successful request."""
 
     window: str
@@ -20,6 +31,23 @@ class WindowFigures:
     fetched_at: float  # wall-clock time the request's answer arrived
     date_from: int
     date_to: int
+
+    def pack(self) -> PackedFigures:
+        head = (self.window, self.fetched_at, self.date_from, self.date_to)
+        return head + tuple([value for row in self.rows for value in row])
+
+    @classmethod
+    def unpack(cls, packed: PackedFigures) -> WindowFigures:
+        window, fetched_at, date_from, date_to = packed[:_HEAD]
+        rows = tuple(
+            TrafficRow._make(packed[i : i + _ROW]) for i in range(_HEAD, len(packed), _ROW)
+        )
+        return cls(window, rows, fetched_at, date_from, date_to)
+
+
+def pack_figures(figures: Iterable[WindowFigures]) -> tuple[PackedFigures, ...]:
+    """The packed form of ``figures``, for ``AccountSnapshot.packed_figures``."""
+    return tuple([f.pack() for f in figures])
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +62,8 @@ class AccountSnapshot:
     polled: bool = False  # at least one poll has finished (successfully or not)
     up: bool = False
     active: bool | None = None  # None until an answer tells
-    figures: Mapping[str, WindowFigures] = field(default_factory=dict)
+    # The latest figures of each window (at most one per name), packed: read them as ``figures``.
+    packed_figures: tuple[PackedFigures, ...] = ()
     last_success: float | None = None
     poll_duration: float | None = None
     last_error: ApiErrorReason | None = None
@@ -44,18 +73,30 @@ class AccountSnapshot:
     next_poll: float | None = None  # wall-clock time of the next planned poll
     dropped_sources: int = 0
 
+    @property
+    def figures(self) -> tuple[WindowFigures, ...]:
+        """The latest figures of each window, in no particular order."""
+        return tuple(map(WindowFigures.unpack, self.packed_figures))
+
+    def window_figures(self, window: str) -> WindowFigures | None:
+        """The latest figures of ``window`` (None: never fetched)."""
+        packed = next((p for p in self.packed_figures if p[0] == window), None)
+        return WindowFigures.unpack(packed) if packed is not None else None
+
     def visible_figures(self, now: float) -> tuple[WindowFigures, ...]:
-        """Figures still fresh enough to export: younger than ``stale_after``."""
+        """Figures still fresh enough to export (younger than ``stale_after``), in window order."""
+        fresh = self._fresh(now)
         return tuple(
-            f
-            for name in self.windows
-            if (f := self.figures.get(name)) is not None and now - f.fetched_at <= self.stale_after
+            WindowFigures.unpack(p) for name in self.windows for p in fresh if p[0] == name
         )
 
     def stale_deadline(self, now: float) -> float | None:
         """The next moment at which some visible figures become stale (None: none will)."""
-        deadlines = [f.fetched_at + self.stale_after for f in self.visible_figures(now)]
+        deadlines = [p[1] + self.stale_after for p in self._fresh(now) if p[0] in self.windows]
         return min(deadlines) if deadlines else None
+
+    def _fresh(self, now: float) -> list[PackedFigures]:
+        return [p for p in self.packed_figures if now - p[1] <= self.stale_after]
 
 
 class SnapshotStore:

@@ -18,7 +18,7 @@ from exporter.metrics import (
     number,
     render_exporter,
 )
-from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures
+from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures, pack_figures
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 NOW = 1_800_000_000.0
@@ -39,11 +39,11 @@ def healthy(name: str = "shop-a", **changes: object) -> AccountSnapshot:
         polled=True,
         up=True,
         active=True,
-        figures=MappingProxyType(
-            {
-                "24h": WindowFigures("24h", ROWS, NOW - 10, 0, 0),
-                "30d": WindowFigures("30d", ROWS[:1], NOW - 10, 0, 0),
-            }
+        packed_figures=pack_figures(
+            [
+                WindowFigures("24h", ROWS, NOW - 10, 0, 0),
+                WindowFigures("30d", ROWS[:1], NOW - 10, 0, 0),
+            ]
         ),
         last_success=NOW - 10,
         poll_duration=0.25,
@@ -73,7 +73,7 @@ def golden_store() -> SnapshotStore:
         active=False,
         last_error=ApiErrorReason.ACCOUNT_INACTIVE,
         last_error_message="Your account is not active!",
-        figures=MappingProxyType({}),
+        packed_figures=(),
     )
     return SnapshotStore([healthy(), failing, never])
 

@@ -157,7 +157,7 @@ async def test_transient_failure_is_retried_within_the_poll(
     assert snapshot.up and snapshot.last_error is None
     assert snapshot.requests_total == 2 == fake.count(KEY)
     assert {r: n for r, n in snapshot.errors_total.items() if n} == {reason: 1}
-    assert [r.getMessage() for r in caplog.records] == ["account polled successfully"]
+    assert [r.getMessage() for r in caplog.records] == ["every account polled once"]
 
 
 async def test_retries_are_bounded_by_attempts(
@@ -311,7 +311,7 @@ async def test_permanent_failure_is_not_retried_and_recovers_by_itself(
     assert recovered.errors_total[ApiErrorReason(how)] == len(times) - 1
     assert recovered.requests_total == len(times)
     messages = [r.getMessage() for r in caplog.records if r.name == "exporter.poller"]
-    assert messages == ["account down", "account recovered"]
+    assert messages == ["account down", "every account polled once", "account recovered"]
 
 
 async def test_permanent_failures_do_not_wait_on_other_accounts(
