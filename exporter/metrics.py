@@ -20,7 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 from exporter import __version__
 from exporter.client import ApiErrorReason, TrafficRow
 from exporter.config import format_duration
-from exporter.store import AccountSnapshot, SnapshotStore
+from exporter.store import AccountSnapshot, SnapshotStore, packed_rows, packed_window
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -60,6 +60,8 @@ TRAFFIC_FIELDS: tuple[tuple[Family, Callable[[TrafficRow], float]], ...] = (
     (CTR, lambda r: r.ctr_ratio),
     (CVR, lambda r: r.cvr_ratio),
 )
+
+_IMPRESSIONS, _CLICKS, _ORDERS, _REVENUE, _CTR, _CVR = (f.name for f, _ in TRAFFIC_FIELDS)
 
 UP = Family(
     "retargeting_up", "gauge", "1 if the last poll of every window of the account succeeded, else 0"
@@ -158,6 +160,8 @@ def escape(value: str) -> str:
 
 def number(value: float | int) -> str:
     """Shortest exact text for a sample value."""
+    if type(value) is int:  # the usual case first (counts)
+        return str(value)
     if isinstance(value, int) or (value.is_integer() and abs(value) < 1e15):
         return str(int(value))
     return repr(value)
@@ -173,16 +177,27 @@ def polled_help(family: Family, interval: float) -> str:
     )
 
 
+# Every reason, with the rest of its error counter's labels (enum members format slowly).
+_ERROR_LABELS = tuple((reason, f',reason="{reason.value}"}}') for reason in ApiErrorReason)
+
+
 def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     """One account's samples, one text block per family of ``ACCOUNT_FAMILIES``."""
     account = f'account="{escape(snapshot.name)}"'
     blocks: list[list[str]] = [[] for _ in ACCOUNT_FAMILIES]
-    for figures in snapshot.visible_figures(now):
-        window = escape(figures.window)
-        for row in figures.rows:
-            labels = f'{{{account},source_name="{escape(row.source_name)}",window="{window}"}}'
-            for i, (family, value) in enumerate(TRAFFIC_FIELDS):
-                blocks[i].append(f"{family.name}{labels} {number(value(row))}\n")
+    # The traffic samples, written out field by field (the hot part: 48 lines for an account
+    # with 4 sources and 2 windows; this way half the time of a loop over TRAFFIC_FIELDS).
+    impressions, clicks, orders, revenue, ctr, cvr = blocks[: len(TRAFFIC_FIELDS)]
+    for figures in snapshot.visible_packed(now):
+        window = escape(packed_window(figures))
+        for source, shown, clicked, ordered, earned, ctr_ratio, cvr_ratio in packed_rows(figures):
+            labels = f'{{{account},source_name="{escape(source)}",window="{window}"}} '
+            impressions.append(f"{_IMPRESSIONS}{labels}{number(shown)}\n")
+            clicks.append(f"{_CLICKS}{labels}{number(clicked)}\n")
+            orders.append(f"{_ORDERS}{labels}{number(ordered)}\n")
+            revenue.append(f"{_REVENUE}{labels}{number(earned)}\n")
+            ctr.append(f"{_CTR}{labels}{number(ctr_ratio)}\n")
+            cvr.append(f"{_CVR}{labels}{number(cvr_ratio)}\n")
     base = len(TRAFFIC_FIELDS)
     simple = f"{{{account}}}"
     if snapshot.polled:
@@ -190,9 +205,10 @@ def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     if snapshot.active is not None:
         blocks[base + 1].append(f"{ACTIVE.name}{simple} {int(snapshot.active)}\n")
     blocks[base + 2].append(f"{REQUESTS.name}{simple} {snapshot.requests_total}\n")
+    errors = snapshot.errors_total
     blocks[base + 3].extend(
-        f'{ERRORS.name}{{{account},reason="{reason}"}} {snapshot.errors_total.get(reason, 0)}\n'
-        for reason in ApiErrorReason
+        f"{ERRORS.name}{{{account}{labels} {errors.get(reason, 0)}\n"
+        for reason, labels in _ERROR_LABELS
     )
     if snapshot.last_success is not None:
         blocks[base + 4].append(f"{LAST_SUCCESS.name}{simple} {number(snapshot.last_success)}\n")

@@ -19,6 +19,7 @@ _NO_ERRORS: Mapping[ApiErrorReason, int] = MappingProxyType({r: 0 for r in ApiEr
 # figures cost later collections nothing; as named tuples of named tuples, they were 12 of the
 # ~20 objects per account that every collection walked (docs/benchmarks.md).
 PackedFigures = tuple[Any, ...]
+PackedRow = tuple[Any, ...]  # source_name, impressions, clicks, orders, revenue, ctr, cvr
 _ROW = len(TrafficRow._fields)
 _HEAD = 4  # window, fetched_at, date_from, date_to
 
@@ -43,6 +44,16 @@ class WindowFigures(NamedTuple):
             TrafficRow._make(packed[i : i + _ROW]) for i in range(_HEAD, len(packed), _ROW)
         )
         return cls(window, rows, fetched_at, date_from, date_to)
+
+
+def packed_window(packed: PackedFigures) -> str:
+    """The window name of packed figures."""
+    return str(packed[0])
+
+
+def packed_rows(packed: PackedFigures) -> list[PackedRow]:
+    """The rows of packed figures, each as a plain tuple in ``TrafficRow`` field order."""
+    return [packed[i : i + _ROW] for i in range(_HEAD, len(packed), _ROW)]
 
 
 def pack_figures(figures: Iterable[WindowFigures]) -> tuple[PackedFigures, ...]:
@@ -85,10 +96,12 @@ class AccountSnapshot:
 
     def visible_figures(self, now: float) -> tuple[WindowFigures, ...]:
         """Figures still fresh enough to export (younger than ``stale_after``), in window order."""
+        return tuple(map(WindowFigures.unpack, self.visible_packed(now)))
+
+    def visible_packed(self, now: float) -> list[PackedFigures]:
+        """``visible_figures`` still packed (read with ``packed_window`` and ``packed_rows``)."""
         fresh = self._fresh(now)
-        return tuple(
-            WindowFigures.unpack(p) for name in self.windows for p in fresh if p[0] == name
-        )
+        return [p for name in self.windows for p in fresh if p[0] == name]
 
     def stale_deadline(self, now: float) -> float | None:
         """The next moment at which some visible figures become stale (None: none will)."""
