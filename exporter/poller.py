@@ -17,8 +17,9 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import MappingProxyType
+from typing import NamedTuple
 
 from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
 from exporter.config import AccountConfig, Config, RestKey, RetryConfig, Window
@@ -74,9 +75,12 @@ def cap_sources(rows: tuple[TrafficRow, ...], cap: int) -> tuple[tuple[TrafficRo
     return tuple(ranked[:cap]), len(rows) - cap
 
 
-@dataclass(frozen=True)
-class FetchResult:
-    """One window fetched with retries: the rows, or the last error, and what it took."""
+class FetchResult(NamedTuple):
+    """One window fetched with retries: the rows, or the last error, and what it took.
+
+    (Named tuples here and in ``_WindowOutcome``: one of each per request, built in a third of
+    the time of a frozen dataclass.)
+    """
 
     rows: tuple[TrafficRow, ...] | None
     error: ApiError | None
@@ -162,8 +166,7 @@ async def fetch_with_retries(
         return FetchResult(rows, None, attempt, failures, clock(), clock() + gate.remaining())
 
 
-@dataclass(frozen=True)
-class _WindowOutcome:
+class _WindowOutcome(NamedTuple):
     window: Window
     date_from: int
     date_to: int
