@@ -1,4 +1,7 @@
-"""Scheduling: one loop per account, spread over the interval, sharing one concurrency limit.
+"""Scheduling: every account polled once per interval, spread over it, under one concurrency limit.
+
+One task runs a heap of due accounts and starts their polls, at most ``_ADMITTED`` times the
+request limit at once.
 
 A poll requests every window of the account. Transient failures are retried within the poll with
 exponential back-off and full jitter (honouring ``Retry-After``); permanent ones are not. The
