@@ -109,6 +109,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
+# One decoder for every answer (json.loads with an option builds a new one per call).
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _safe_text(text: str, limit: int = 200) -> str:
     """Printable, single-line, bounded text (vendor messages are untrusted).
 
@@ -284,7 +288,7 @@ def classify_response(
     parsed: Any = None
     decode_problem = ""
     try:
-        parsed = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        parsed = _JSON.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
         decode_problem = "body is not valid UTF-8"
     except (ValueError, RecursionError):

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-PERIOD = 0.25  # seconds between young collections (0.1 s: twice the GC time, no shorter pauses)
+PERIOD = 0.25  # seconds between young collections (0.1 s: twice the GC time; 1 s: pauses to 50 ms)
 MIDDLE_EVERY = 8  # young collections per middle collection: one every 2 s
 FULL_GROWTH = 1.25  # a full collection once the oldest generation has grown by this factor
 

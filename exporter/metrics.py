@@ -277,7 +277,7 @@ class AccountsExposition:
             work += 1
             cached = old.get(snapshot.name)
             if cached is None or cached.snapshot is not snapshot or recheck:
-                visible = tuple(f.window for f in snapshot.visible_figures(now))
+                visible = tuple(packed_window(p) for p in snapshot.visible_packed(now))
                 if cached is None or cached.snapshot is not snapshot or cached.visible != visible:
                     blocks = tuple(block.encode() for block in render_account(snapshot, now))
                     cached = _Rendered(snapshot, visible, blocks, snapshot.stale_deadline(now))

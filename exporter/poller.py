@@ -59,6 +59,12 @@ def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
     )
 
 
+def store_polled(store: SnapshotStore, name: str) -> bool:
+    """Whether ``store`` holds a snapshot of ``name`` from a finished poll."""
+    snapshot = store.get(name)
+    return snapshot is not None and snapshot.polled
+
+
 def _frozen(labels: Mapping[str, str]) -> Mapping[str, str]:
     """A read-only copy: the snapshot must not change with the config's dict."""
     return MappingProxyType(dict(labels))
@@ -208,6 +214,7 @@ class Poller:
         self._scheduler: asyncio.Task[None] | None = None
         # The accounts of the start-up configuration not yet polled (for one summary line).
         self._first_round = set(self._accounts)
+        self._unpolled = {a.name for a in config.accounts if not store_polled(store, a.name)}
         self._first_round_started = time.monotonic()
         self._wake = asyncio.Event()
         self._not_before: dict[str, float] = {}
@@ -254,6 +261,7 @@ class Poller:
         self._log_transition(previous, snapshot)
         if current is not None:
             self._store.put(snapshot)
+        self._unpolled.discard(account.name)
         if account.name in self._first_round:
             self._first_round.discard(account.name)
             if not self._first_round:
@@ -498,8 +506,8 @@ class Poller:
         return self._scheduler is not None and not self._scheduler.done()
 
     def ready(self) -> bool:
-        """Every account has been polled at least once."""
-        return all((s := self._store.get(n)) is not None and s.polled for n in self._accounts)
+        """Every account has been polled at least once (kept as a set: probes come often)."""
+        return not self._unpolled
 
     # -- reload --------------------------------------------------------------------------------
 
@@ -532,6 +540,7 @@ class Poller:
             for state in (self._tickets, self._epochs, self._slots):
                 state.pop(name, None)
             self._first_round.discard(name)
+            self._unpolled.discard(name)
             self._store.remove(name)
             self._not_before.pop(name, None)
             self.next_poll.pop(name, None)
@@ -552,6 +561,7 @@ class Poller:
                 )
         for name in added:
             self._store.put(initial_snapshot(new[name]))
+            self._unpolled.add(name)
         if self._running:
             now = time.monotonic()
             for name in added:

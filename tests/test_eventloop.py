@@ -1,4 +1,4 @@
-"""The commands run on uvloop where it is installed (a dependency on Linux), or on asyncio's loop."""
+"""The commands run on uvloop where installed (a dependency on Linux), or on asyncio's loop."""
 
 from __future__ import annotations
 

@@ -340,3 +340,24 @@ async def test_start_up_is_summed_up_in_one_line(
     summary = records[1][1]
     assert (summary["accounts"], summary["up"], summary["down"]) == (3, 2, 1)
     assert summary["seconds"] >= 0
+
+
+async def test_ready_follows_added_and_removed_accounts(session: aiohttp.ClientSession) -> None:
+    fake = await started_fake(["a", "b", "c"])
+    try:
+        config = make_config(fake.url, ["a", "b"])
+        poller = poller_for(config, session, SnapshotStore())
+        assert not poller.ready()
+        await poller.poll_all_once()
+        assert poller.ready()
+        bigger = make_config(fake.url, ["a", "b", "c"])
+        poller.apply(bigger)  # c is new: not polled yet
+        assert not poller.ready()
+        await poller.poll(bigger.accounts[2])
+        assert poller.ready()
+        poller.apply(make_config(fake.url, ["a", "b", "d"]))  # d never polled
+        assert not poller.ready()
+        poller.apply(make_config(fake.url, ["a", "b"]))  # d removed before its first poll
+        assert poller.ready()
+    finally:
+        await fake.close()
