@@ -48,3 +48,12 @@ def test_harness_reports_an_incomplete_exposition(tmp_path: Path) -> None:
     problems, samples, _ = check_exposition(text, Settings(accounts=ACCOUNTS))
     assert samples > 0
     assert any("expected" in p for p in problems)
+
+
+def test_client_layers_benchmark_runs_and_every_request_succeeds() -> None:
+    # bench/client.py raises if any request of any layer fails; its timings are not judged.
+    command = [sys.executable, "-m", "bench.client", "--requests", "200", "--repeat", "1"]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    layers = [line.split()[0] for line in run.stdout.splitlines()[1:]]
+    assert layers == ["aiohttp", "client", "poller"]
