@@ -171,8 +171,8 @@ def _amount(row: Mapping[str, Any], field: str, *, percent: bool) -> float:
         text = value.strip().rstrip("%") if percent else value.strip()
         if not _DECIMAL.fullmatch(text):
             raise ValueError(f"field {field!r} is not a number: {_safe_text(text, 20)!r}")
-        if float(text) > MAX_COUNT:
-            raise ValueError(f"field {field!r} is out of range: {float(text)}")
+        if (number := float(text)) > MAX_COUNT:
+            raise ValueError(f"field {field!r} is out of range: {number}")
         return _shifted(text, percent)
     if isinstance(value, int | float):
         number = float(value)

@@ -22,22 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 PERIOD = 0.25  # seconds between young collections (0.1 s: twice the GC time; 1 s: pauses to 50 ms)
 MIDDLE_EVERY = 8  # young collections per middle collection: one every 2 s
 FULL_GROWTH = 1.25  # a full collection once the oldest generation has grown by this factor
-
-
-@dataclass
-class GcStats:
-    """What the pacer did, for tests and benchmarks."""
-
-    collections: list[int] = field(default_factory=lambda: [0, 0, 0])  # per generation
-    longest: float = 0.0  # seconds, the longest single collection
-    total: float = 0.0  # seconds spent collecting
 
 
 class GcPacer:
@@ -49,13 +37,11 @@ class GcPacer:
         period: float = PERIOD,
         middle_every: int = MIDDLE_EVERY,
         full_growth: float = FULL_GROWTH,
-        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.period = period
         self.middle_every = middle_every
         self.full_growth = full_growth
-        self.stats = GcStats()
-        self._clock = clock
+        self.collections = [0, 0, 0]  # how many of each generation so far
         self._ticks = 0
         self._old_size = 0  # the oldest generation's size after the last full collection
 
@@ -65,14 +51,10 @@ class GcPacer:
         generation = 1 if self._ticks % self.middle_every == 0 else 0
         if generation == 1 and self._old_grew():
             generation = 2
-        started = self._clock()
         gc.collect(generation)
-        spent = self._clock() - started
         if generation == 2:
             self._old_size = len(gc.get_objects(2))
-        self.stats.collections[generation] += 1
-        self.stats.total += spent
-        self.stats.longest = max(self.stats.longest, spent)
+        self.collections[generation] += 1
         return generation
 
     def _old_grew(self) -> bool:

@@ -59,12 +59,6 @@ def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
     )
 
 
-def store_polled(store: SnapshotStore, name: str) -> bool:
-    """Whether ``store`` holds a snapshot of ``name`` from a finished poll."""
-    snapshot = store.get(name)
-    return snapshot is not None and snapshot.polled
-
-
 def _frozen(labels: Mapping[str, str]) -> Mapping[str, str]:
     """A read-only copy: the snapshot must not change with the config's dict."""
     return MappingProxyType(dict(labels))
@@ -212,9 +206,9 @@ class Poller:
         self._slots: dict[str, float] = {}  # each account's current slot, before jitter
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._scheduler: asyncio.Task[None] | None = None
-        # The accounts of the start-up configuration not yet polled (for one summary line).
-        self._first_round = set(self._accounts)
-        self._unpolled = {a.name for a in config.accounts if not store_polled(store, a.name)}
+        # Accounts not yet polled (ready() and the one summary line once they all have been).
+        self._unpolled = {n for n in self._accounts if not (s := store.get(n)) or not s.polled}
+        self._summed_up = False
         self._first_round_started = time.monotonic()
         self._wake = asyncio.Event()
         self._not_before: dict[str, float] = {}
@@ -262,14 +256,14 @@ class Poller:
         if current is not None:
             self._store.put(snapshot)
         self._unpolled.discard(account.name)
-        if account.name in self._first_round:
-            self._first_round.discard(account.name)
-            if not self._first_round:
-                self._log_first_round()
+        self._sum_up_first_round()
         return snapshot
 
-    def _log_first_round(self) -> None:
+    def _sum_up_first_round(self) -> None:
         """One line once every account has been polled: how many are up, and how long it took."""
+        if self._unpolled or self._summed_up:
+            return
+        self._summed_up = True
         snapshots = [s for n in self._accounts if (s := self._store.get(n)) is not None]
         up = sum(1 for s in snapshots if s.up)
         log.info(
@@ -340,7 +334,7 @@ class Poller:
         windows = {w.name for w in account.windows}
         figures = {p[0]: p for p in previous.packed_figures if p[0] in windows}
         # Unchanged labels and error counts keep the previous objects: a poll then leaves
-        # behind no new long-lived objects but the snapshot itself (see cli._tune_gc).
+        # behind no new long-lived objects but the snapshot itself (see exporter/gcpace.py).
         labels = previous.labels if previous.labels == account.labels else _frozen(account.labels)
         errors = previous.errors_total
         requests = previous.requests_total
@@ -439,7 +433,10 @@ class Poller:
     async def _schedule(self) -> None:
         """Start every due poll that admission allows; sleep until the next one is due."""
         loop = asyncio.get_running_loop()
-        admitted = self._admitted_size
+
+        def admitted() -> int:
+            return _ADMITTED * self._limit_size
+
         while True:
             self._wake.clear()
             now = time.monotonic()
@@ -460,9 +457,6 @@ class Poller:
             await self._wake.wait()  # the next due time, a poll ended, or accounts were added
             if timer is not None:
                 timer.cancel()
-
-    def _admitted_size(self) -> int:
-        return _ADMITTED * self._limit_size
 
     async def _run_poll(self, name: str) -> None:
         try:
@@ -532,20 +526,17 @@ class Poller:
             self._limit = asyncio.Semaphore(config.api.max_concurrency)
             self._admission = asyncio.Semaphore(_ADMITTED * config.api.max_concurrency)
             self._limit_size = config.api.max_concurrency
-        pending = bool(self._first_round)
         for name in removed:
             task = self._polls.pop(name, None)
             if task is not None:
                 task.cancel()
             for state in (self._tickets, self._epochs, self._slots):
                 state.pop(name, None)
-            self._first_round.discard(name)
             self._unpolled.discard(name)
             self._store.remove(name)
             self._not_before.pop(name, None)
             self.next_poll.pop(name, None)
-        if pending and not self._first_round:  # the last ones not yet polled were removed
-            self._log_first_round()
+        self._sum_up_first_round()  # the last ones not yet polled may have been removed
         for name in changed:
             snapshot = self._store.get(name)
             if snapshot is not None:

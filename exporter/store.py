@@ -40,9 +40,7 @@ class WindowFigures(NamedTuple):
     @classmethod
     def unpack(cls, packed: PackedFigures) -> WindowFigures:
         window, fetched_at, date_from, date_to = packed[:_HEAD]
-        rows = tuple(
-            TrafficRow._make(packed[i : i + _ROW]) for i in range(_HEAD, len(packed), _ROW)
-        )
+        rows = tuple(map(TrafficRow._make, packed_rows(packed)))
         return cls(window, rows, fetched_at, date_from, date_to)
 
 

@@ -41,7 +41,7 @@ def test_pacer_owns_the_collector_while_it_runs_and_gives_it_back() -> None:
             during = (gc.isenabled(), gc.get_freeze_count())
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            return during, gc.isenabled(), pacer.stats.collections
+            return during, gc.isenabled(), pacer.collections
 
         (enabled, frozen), after, collections = asyncio.run(main())
         print(json.dumps([enabled, frozen, after, collections]))
@@ -92,7 +92,7 @@ def test_full_collection_only_once_the_oldest_generation_grew_by_a_quarter() -> 
         steps += [pacer.step(), pacer.step()]  # 6,000 of 5,000: under a quarter more: middle
         kept += [[] for _ in range(1000)]
         steps += [pacer.step(), pacer.step()]  # 7,000 of 5,000: full
-        print(json.dumps(steps + pacer.stats.collections))
+        print(json.dumps(steps + pacer.collections))
         """
     )
     assert steps[:8] == [1, 1, 2, 1, 1, 1, 1, 2]
