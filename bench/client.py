@@ -4,7 +4,9 @@ The full harness (``python -m bench``) measures the daemon; this splits its per-
 Against the fake API (its own process, with latency), ``--requests`` GETs run ``--concurrency``
 at a time through each layer in turn, and the process's CPU time is divided by the requests:
 
-- ``aiohttp``: a bare ``session.get`` and ``read`` (the floor of any aiohttp-based client);
+- ``aiohttp``: a bare aiohttp ``session.get`` and ``read``, for comparison (the exporter used
+  aiohttp's client until its cost per request made ``exporter.http`` worth writing);
+- ``http``: a bare ``exporter.http.HttpClient.get`` (the exporter's own HTTP/1.1 client);
 - ``client``: ``TrafficSourceClient.fetch`` (adds the key's safe handling and the answer's parse);
 - ``poller``: ``Poller.poll_all_once`` over the same number of requests (adds retries,
   snapshots, admission and the store).
@@ -23,10 +25,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+import aiohttp
+
 from bench.harness import free_port, process, wait_for_port
 from exporter import eventloop
-from exporter.cli import _client, _new_session
+from exporter.cli import _client
 from exporter.config import load_config
+from exporter.http import HttpClient
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 
@@ -55,8 +60,8 @@ async def _timed(work: Callable[[], Awaitable[None]]) -> float:
 async def _layers(url: str, config_path: Path, requests: int, concurrency: int) -> dict[str, float]:
     config = load_config(config_path)
     accounts = config.accounts
-    async with _new_session() as session:
-        client = _client(session, config)
+    http = HttpClient(url, user_agent="bench", max_body=1 << 20)
+    async with aiohttp.ClientSession() as session, _client(config) as client:
         limit = asyncio.Semaphore(concurrency)
         keys = [accounts[i % len(accounts)].rest_key for i in range(requests)]
 
@@ -64,6 +69,11 @@ async def _layers(url: str, config_path: Path, requests: int, concurrency: int) 
             params = {"rest_key": keys[i].reveal(), "date_from": "1", "date_to": "2"}
             async with limit, session.get(url, params=params) as response:
                 return await response.read()
+
+        async def own(i: int) -> bytes:
+            async with limit:
+                response = await http.get(f"rest_key={keys[i].reveal()}&date_from=1&date_to=2")
+                return response.body
 
         async def fetch(i: int) -> object:
             async with limit:
@@ -74,6 +84,11 @@ async def _layers(url: str, config_path: Path, requests: int, concurrency: int) 
             if not all(b.startswith(b'{"status": "success"') for b in bodies):
                 raise RuntimeError("a bare request was not answered with figures")
 
+        async def all_own() -> None:
+            bodies = await asyncio.gather(*(own(i) for i in range(requests)))
+            if not all(b.startswith(b'{"status": "success"') for b in bodies):
+                raise RuntimeError("a request was not answered with figures")
+
         async def all_fetch() -> None:
             await asyncio.gather(*(fetch(i) for i in range(requests)))  # raises on a failure
 
@@ -83,11 +98,16 @@ async def _layers(url: str, config_path: Path, requests: int, concurrency: int) 
                 raise RuntimeError("a poll failed")
 
         await all_fetch()  # warm: connections open, code paths run once
-        return {
+        await all_own()
+        await all_bare()
+        layers = {
             "aiohttp": await _timed(all_bare),
+            "http": await _timed(all_own),
             "client": await _timed(all_fetch),
             "poller": await _timed(all_polls),
         }
+    await http.close()
+    return layers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import gzip
 import time
 from collections.abc import Iterator
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -111,11 +110,9 @@ async def serve(config_file: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        client = TrafficSourceClient(
-            session, config.api.url, timeout=config.api.timeout, user_agent="naive-baseline"
-        )
+    async with TrafficSourceClient(
+        config.api.url, timeout=config.api.timeout, user_agent="naive-baseline"
+    ) as client:
         await Poller(config, client, store).poll_all_once()
     ready.set()
     try:

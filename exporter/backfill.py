@@ -33,7 +33,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import aiohttp
 from tqdm import tqdm
 
 from exporter import __version__, eventloop, logs
@@ -689,14 +688,9 @@ async def run(options: Options, config: Config) -> int:
     state_file = StateFile(options.state_file, resume=options.resume)
     try:
         if plan.requests:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                client = TrafficSourceClient(
-                    session,
-                    config.api.url,
-                    timeout=config.api.timeout,
-                    user_agent=config.api.user_agent,
-                )
+            async with TrafficSourceClient(
+                config.api.url, timeout=config.api.timeout, user_agent=config.api.user_agent
+            ) as client:
                 bar = _progress(len(plan.requests))
                 try:
                     outcome = await execute(plan, config, client, state=state_file, progress=bar)

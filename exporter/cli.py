@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import aiohttp
 from aiohttp import web
 
 from exporter import __version__, eventloop, logs
@@ -276,15 +275,10 @@ def summary(config: Config, options: Options) -> str:
     return "\n".join(lines)
 
 
-def _new_session() -> aiohttp.ClientSession:
-    # The poller's semaphore is the concurrency limit; the pool only keeps connections warm.
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, raise_for_status=False)
-
-
-def _client(session: aiohttp.ClientSession, config: Config) -> TrafficSourceClient:
+def _client(config: Config) -> TrafficSourceClient:
+    # The poller's semaphore is the concurrency limit; the client's pool keeps connections warm.
     return TrafficSourceClient(
-        session, config.api.url, timeout=config.api.timeout, user_agent=config.api.user_agent
+        config.api.url, timeout=config.api.timeout, user_agent=config.api.user_agent
     )
 
 
@@ -294,9 +288,9 @@ def _secrets(config: Config) -> list[str]:
 
 async def run_once(config: Config, state: ExporterState) -> int:
     """Poll every account once and print the exposition."""
-    async with _new_session() as session:
+    async with _client(config) as client:
         store = SnapshotStore()
-        poller = Poller(config, _client(session, config), store)
+        poller = Poller(config, client, store)
         snapshots = await poller.poll_all_once()
     state.accounts = len(store)
     exposition = AccountsExposition(config.polling.interval)
@@ -333,9 +327,8 @@ async def run_daemon(
         reload_successful=True,
         reload_success_timestamp=time.time(),
     )
-    session = _new_session()
     store = SnapshotStore()
-    poller = Poller(config, _client(session, config), store)
+    poller = Poller(config, _client(config), store)
     reload_lock = asyncio.Lock()
     guard = WebGuard(web_config) if web_config is not None else None
     # Every key ever loaded stays redacted: a rotated-out key may still be valid, and keys of
@@ -360,8 +353,13 @@ async def run_daemon(
             redactor.update(known_secrets)
             new = select_shard(full, options.shard_count, options.shard_index)
             old = poller.config
-            client = _client(session, new) if new.api != old.api else None
+            retired = poller.client
+            same_endpoint = (new.api.url, new.api.user_agent) == (old.api.url, old.api.user_agent)
+            client = None if same_endpoint else _client(new)
+            retired.timeout = new.api.timeout  # requests from now on; a new client has it too
             changes = poller.apply(new, client=client)
+            if client is not None:  # polls under way finish on the old client's connections
+                await retired.close()
             if new.polling.interval != old.polling.interval:  # HELP texts name the interval
                 runtime.exposition = AccountsExposition(new.polling.interval)
             state.reload_successful = True
@@ -437,7 +435,7 @@ async def run_daemon(
         gc_task.cancel()
         await poller.stop()
         await runner.cleanup()
-        await session.close()
+        await poller.client.close()
         if fake is not None:
             await fake.close()
     return EXIT_OK

@@ -11,17 +11,16 @@ import asyncio
 import email.utils
 import json
 import math
-import os
 import re
+import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-import aiohttp
-
 from exporter.config import RestKey
+from exporter.http import HttpClient, HttpError
 
 MAX_BODY_BYTES = 1024 * 1024
 # Counts beyond this are not plausible traffic figures and would lose precision as floats.
@@ -326,21 +325,22 @@ def classify_response(
     raise ApiError(ApiErrorReason.INVALID_RESPONSE, f"unexpected answer: {shape}", status=status)
 
 
-def _describe_exception(exc: BaseException) -> tuple[ApiErrorReason, str]:
-    """A safe description: aiohttp's own messages embed the URL, and so the key."""
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+def _describe_exception(exc: BaseException, max_body: int) -> tuple[ApiErrorReason, str]:
+    """A safe description of a request that got no complete HTTP answer."""
+    if isinstance(exc, TimeoutError):
         return ApiErrorReason.TIMEOUT, "no complete answer within the timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        errno = exc.os_error.errno
-        reason = os.strerror(errno) if errno else type(exc.os_error).__name__
-        return ApiErrorReason.CONNECTION_ERROR, f"cannot connect: {reason}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ApiErrorReason.CONNECTION_ERROR, "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return ApiErrorReason.CONNECTION_ERROR, "the connection broke while reading the body"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return ApiErrorReason.CONNECTION_ERROR, f"malformed HTTP answer ({type(exc).__name__})"
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, HttpError):
+        if exc.kind == HttpError.CONNECT:
+            return ApiErrorReason.CONNECTION_ERROR, f"cannot connect: {exc.detail}"
+        if exc.kind == HttpError.DISCONNECTED:
+            return ApiErrorReason.CONNECTION_ERROR, "the server closed the connection"
+        if exc.kind == HttpError.BROKEN_BODY:
+            return ApiErrorReason.CONNECTION_ERROR, "the connection broke while reading the body"
+        if exc.kind == HttpError.TOO_LARGE:
+            size = f"body of {exc.declared} bytes" if exc.declared is not None else "body"
+            return ApiErrorReason.INVALID_RESPONSE, f"{size} is over the {max_body}-byte cap"
+        return ApiErrorReason.CONNECTION_ERROR, f"malformed HTTP answer: {exc.detail}"
+    if isinstance(exc, OSError):
         return ApiErrorReason.CONNECTION_ERROR, f"connection failed ({type(exc).__name__})"
     return ApiErrorReason.CONNECTION_ERROR, f"request failed ({type(exc).__name__})"
 
@@ -370,72 +370,59 @@ def _without_secret(error: ApiError, secret: str) -> ApiError:
 
 
 class TrafficSourceClient:
-    """Fetches one account's traffic-source figures for one window."""
+    """Fetches one account's traffic-source figures for one window.
+
+    It owns its connections (``exporter.http``): ``close()`` it, or use ``async with``.
+    """
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         url: str,
         *,
         timeout: float,
         user_agent: str,
         max_body: int = MAX_BODY_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._session = session
-        self._url = url
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self._http = HttpClient(
+            url, user_agent=user_agent, max_body=max_body, ssl_context=ssl_context
+        )
         self._max_body = max_body
+        self.timeout = timeout  # a reload may change it; requests under way keep theirs
+
+    async def __aenter__(self) -> TrafficSourceClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.close()
 
     async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
         """One request. Returns the rows or raises ``ApiError``; never anything else.
 
-        The key is in the request URL, and so in aiohttp's exceptions and in the repr of the
-        response held by the frames that handled it. The ``ApiError`` raised here is always a
-        fresh one, raised outside any ``except`` block: no ``__context__`` leads back to aiohttp,
-        its traceback starts in this frame (whose locals hold no URL), and every spelling of the
-        key is cut out of its message (a vendor error may quote the key back).
+        The key is in the request line, which nothing but the socket ever sees: ``HttpError``
+        texts are built from safe parts. The ``ApiError`` raised here is always a fresh one,
+        raised outside any ``except`` block: no ``__context__`` leads back to the frames that
+        held the request, and every spelling of the key is cut out of its message (a vendor
+        error may quote the key back).
         """
         try:
-            return await self._request(key.reveal(), date_from, date_to)
+            return await self._request(key, date_from, date_to)
         except ApiError as error:
             failure = _without_secret(error, key.reveal())
-        except Exception as exc:  # aiohttp/OS errors: reclassified without their text
-            reason, message = _describe_exception(exc)
+        except Exception as exc:  # connection failures and timeouts: reclassified, text safe
+            reason, message = _describe_exception(exc, self._max_body)
             failure = ApiError(reason, message)
-        raise failure from None
+        raise failure from None  # this frame's locals hold no key: only its RestKey wrapper
 
-    async def _request(self, secret: str, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
-        params = {"rest_key": secret, "date_from": str(date_from), "date_to": str(date_to)}
-        async with self._session.get(
-            self._url,
-            params=params,
-            headers=self._headers,
-            timeout=self._timeout,
-            allow_redirects=False,
-        ) as response:
-            body = await self._read_capped(response)
-            return classify_response(response.status, body, response.headers.get("Retry-After"))
+    async def _request(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
+        query = f"rest_key={_quote(key.reveal())}&date_from={date_from}&date_to={date_to}"
+        async with asyncio.timeout(self.timeout):
+            response = await self._http.get(query)
+        return classify_response(response.status, response.body, response.retry_after)
 
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        declared = response.content_length
-        if declared is not None and declared > self._max_body:
-            raise ApiError(
-                ApiErrorReason.INVALID_RESPONSE,
-                f"body of {declared} bytes is over the {self._max_body}-byte cap",
-                status=response.status,
-            )
-        if declared is not None:  # the parser stops at the declared length, within the cap
-            return await response.read()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > self._max_body:
-                raise ApiError(
-                    ApiErrorReason.INVALID_RESPONSE,
-                    f"body is over the {self._max_body}-byte cap",
-                    status=response.status,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")

@@ -505,6 +505,11 @@ class Poller:
 
     # -- reload --------------------------------------------------------------------------------
 
+    @property
+    def client(self) -> TrafficSourceClient:
+        """The client new requests go through (a reload may replace it)."""
+        return self._client
+
     def apply(
         self, config: Config, client: TrafficSourceClient | None = None
     ) -> Mapping[str, list[str]]:

@@ -56,4 +56,4 @@ def test_client_layers_benchmark_runs_and_every_request_succeeds() -> None:
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     layers = [line.split()[0] for line in run.stdout.splitlines()[1:]]
-    assert layers == ["aiohttp", "client", "poller"]
+    assert layers == ["aiohttp", "http", "client", "poller"]

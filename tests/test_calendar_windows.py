@@ -7,15 +7,13 @@ sides of UTC; the label stays ``today`` / ``yesterday``; config errors name thei
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import pytest
+from conftest import Clients
 from tooling import REPO
 
-from exporter.client import TrafficSourceClient
 from exporter.config import ConfigError, Window, parse_config
 from exporter.fakeapi import FakeAccount, FakeApi
 from exporter.metrics import render_account
@@ -253,15 +251,7 @@ def test_today_at_local_midnight_is_empty() -> None:
 # --- the live exporter ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-async def test_poller_requests_the_local_day_and_labels_it(
-    session: aiohttp.ClientSession,
-) -> None:
+async def test_poller_requests_the_local_day_and_labels_it(clients: Clients) -> None:
     fake = FakeApi([FakeAccount("key-a", seed=3)])
     url = await fake.start()
     try:
@@ -274,7 +264,7 @@ async def test_poller_requests_the_local_day_and_labels_it(
             env=ENV,
         )
         now = at("2024-11-03T12:00:00-05:00")  # the 25 h day: 13 h since midnight
-        client = TrafficSourceClient(session, url, timeout=5, user_agent="test")
+        client = clients.new(url, timeout=5)
         store = SnapshotStore()
         snapshot = await Poller(config, client, store, clock=lambda: now).poll(config.accounts[0])
     finally:

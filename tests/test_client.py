@@ -1,4 +1,4 @@
-"""The API client against a real local HTTP fake of the vendor (and aioresponses where it fits)."""
+"""The API client against a real local HTTP fake of the vendor and a scripted raw HTTP server."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aioresponses_compat import mocked_responses
+from conftest import Clients
+from rawhttp import Answer, RawServer, response
 
 from exporter.client import (
     ApiError,
@@ -49,16 +49,8 @@ async def fake() -> AsyncIterator[FakeApi]:
     await api.close()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-def client_for(
-    session: aiohttp.ClientSession, url: str, timeout: float = 2.0
-) -> TrafficSourceClient:
-    return TrafficSourceClient(session, url, timeout=timeout, user_agent="test-agent/1")
+def client_for(clients: Clients, url: str, timeout: float = 2.0) -> TrafficSourceClient:
+    return clients.new(url, timeout=timeout, user_agent="test-agent/1")
 
 
 async def fetch_error(client: TrafficSourceClient, key: str = KEY, span: int = DAY) -> ApiError:
@@ -71,9 +63,9 @@ async def fetch_error(client: TrafficSourceClient, key: str = KEY, span: int = D
 # -- documented answers ----------------------------------------------------------------------
 
 
-async def test_documented_success_example(fake: FakeApi, session: aiohttp.ClientSession) -> None:
+async def test_documented_success_example(fake: FakeApi, clients: Clients) -> None:
     fake.set_rows(KEY, DOCUMENTED_EXAMPLE_ROWS)
-    rows = await client_for(session, fake.url).fetch(RestKey(KEY), NOW - 30 * DAY, NOW)
+    rows = await client_for(clients, fake.url).fetch(RestKey(KEY), NOW - 30 * DAY, NOW)
     assert rows[0] == TrafficRow("Newsletter", 339895, 4629, 16, 3849, 0.0136, 0.0035)
     assert [r.source_name for r in rows] == [
         "Newsletter",
@@ -86,10 +78,8 @@ async def test_documented_success_example(fake: FakeApi, session: aiohttp.Client
     assert rows[2].cvr_ratio == pytest.approx(0.0315)
 
 
-async def test_request_carries_window_and_key(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
-    rows = await client_for(session, fake.url).fetch(RestKey(KEY), NOW - DAY, NOW)
+async def test_request_carries_window_and_key(fake: FakeApi, clients: Clients) -> None:
+    rows = await client_for(clients, fake.url).fetch(RestKey(KEY), NOW - DAY, NOW)
     (request,) = fake.requests
     assert (request.rest_key, request.date_from, request.date_to) == (KEY, str(NOW - DAY), str(NOW))
     expected = traffic_rows(FakeAccount(KEY, seed=7), NOW - DAY, NOW)
@@ -119,21 +109,19 @@ async def test_request_carries_window_and_key(
 )
 async def test_vendor_errors_are_classified_by_body_whatever_the_status(
     fake: FakeApi,
-    session: aiohttp.ClientSession,
+    clients: Clients,
     fault: Fault,
     reason: ApiErrorReason,
     message: str,
     status: int,
 ) -> None:
     fake.set_fault(fault, key=KEY, status=status)
-    error = await fetch_error(client_for(session, fake.url))
+    error = await fetch_error(client_for(clients, fake.url))
     assert (error.reason, error.message, error.status) == (reason, message, status)
 
 
-async def test_real_vendor_rules_from_the_fake(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
-    client = client_for(session, fake.url)
+async def test_real_vendor_rules_from_the_fake(fake: FakeApi, clients: Clients) -> None:
+    client = client_for(clients, fake.url)
     assert (await fetch_error(client, key="unknown-key")).reason is ApiErrorReason.INVALID_KEY
     assert (await fetch_error(client, key=INACTIVE_KEY)).reason is ApiErrorReason.ACCOUNT_INACTIVE
     too_long = await fetch_error(client, span=30 * DAY + 1)
@@ -170,24 +158,22 @@ async def test_real_vendor_rules_from_the_fake(
 )
 async def test_undocumented_failures_are_classified(
     fake: FakeApi,
-    session: aiohttp.ClientSession,
+    clients: Clients,
     fault: Fault,
     params: dict[str, object],
     reason: ApiErrorReason,
 ) -> None:
     fake.set_fault(fault, key=KEY, **params)
-    error = await fetch_error(client_for(session, fake.url, timeout=0.5))
+    error = await fetch_error(client_for(clients, fake.url, timeout=0.5))
     assert error.reason is reason, error.message
     assert error.transient
 
 
-async def test_rate_limit_carries_retry_after(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
+async def test_rate_limit_carries_retry_after(fake: FakeApi, clients: Clients) -> None:
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=42)
-    assert (await fetch_error(client_for(session, fake.url))).retry_after == 42
+    assert (await fetch_error(client_for(clients, fake.url))).retry_after == 42
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=30, retry_after_form="http-date")
-    retry_after = (await fetch_error(client_for(session, fake.url))).retry_after
+    retry_after = (await fetch_error(client_for(clients, fake.url))).retry_after
     assert retry_after is not None and 27 <= retry_after <= 31
 
 
@@ -200,27 +186,23 @@ async def test_rate_limit_carries_retry_after(
         Fault.WRONG_CONTENT_TYPE,
     ],
 )
-async def test_harmless_quirks_are_accepted(
-    fake: FakeApi, session: aiohttp.ClientSession, fault: Fault
-) -> None:
-    client = client_for(session, fake.url)
+async def test_harmless_quirks_are_accepted(fake: FakeApi, clients: Clients, fault: Fault) -> None:
+    client = client_for(clients, fake.url)
     normal = await client.fetch(RestKey(KEY), NOW - DAY, NOW)
     fake.set_fault(fault, key=KEY)
     assert await client.fetch(RestKey(KEY), NOW - DAY, NOW) == normal
 
 
-async def test_empty_data_is_a_success_without_rows(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
+async def test_empty_data_is_a_success_without_rows(fake: FakeApi, clients: Clients) -> None:
     fake.set_fault(Fault.EMPTY_DATA, key=KEY)
-    assert await client_for(session, fake.url).fetch(RestKey(KEY), NOW - DAY, NOW) == ()
+    assert await client_for(clients, fake.url).fetch(RestKey(KEY), NOW - DAY, NOW) == ()
 
 
-async def test_connection_refused(session: aiohttp.ClientSession) -> None:
+async def test_connection_refused(clients: Clients) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = client_for(session, f"http://127.0.0.1:{port}/v1/partners-api/traffic-source")
+    client = client_for(clients, f"http://127.0.0.1:{port}/v1/partners-api/traffic-source")
     error = await fetch_error(client)
     assert error.reason is ApiErrorReason.CONNECTION_ERROR
     assert error.message == "cannot connect: Connection refused"
@@ -296,34 +278,44 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
-# -- with aioresponses: the exact request the client sends --------------------------------------
+# -- the exact request the client sends --------------------------------------------------------
 
 
-async def test_request_shape_with_aioresponses(session: aiohttp.ClientSession) -> None:
-    url = "https://api.example.test/v1/partners-api/traffic-source"
-    with mocked_responses() as mocked:
-        mocked.get(
-            f"{url}?rest_key={KEY}&date_from=100&date_to=200",
-            body=fixture("traffic-source-success.json"),
-            content_type="application/json",
-        )
-        rows = await client_for(session, url).fetch(RestKey(KEY), 100, 200)
-        ((_, sent),) = mocked.requests.items()
-        headers = sent[0].kwargs["headers"]
+async def test_request_bytes(clients: Clients) -> None:
+    """One GET with the key escaped in the query, no cookies, no redirects followed."""
+    success = response(fixture("traffic-source-success.json"))
+    async with RawServer(success) as server:
+        rows = await client_for(clients, server.url).fetch(RestKey("k+y/=1 ü"), 100, 200)
     assert len(rows) == 4
-    assert headers["User-Agent"] == "test-agent/1"
-    assert sent[0].kwargs["allow_redirects"] is False
+    (request,) = server.requests
+    assert request == (
+        b"GET /v1/partners-api/traffic-source?rest_key=k%2By%2F%3D1%20%C3%BC"
+        b"&date_from=100&date_to=200 HTTP/1.1\r\n"
+        b"Host: 127.0.0.1:" + str(server.port).encode() + b"\r\n"
+        b"User-Agent: test-agent/1\r\nAccept: application/json\r\nConnection: keep-alive\r\n\r\n"
+    )
 
 
-async def test_aiohttp_exception_text_never_escapes(session: aiohttp.ClientSession) -> None:
-    url = "https://api.example.test/v1/partners-api/traffic-source"
-    with mocked_responses() as mocked:
-        mocked.get(
-            f"{url}?rest_key={KEY}&date_from=1&date_to=2",
-            exception=aiohttp.ClientConnectionError(f"failed: {url}?rest_key={KEY}"),
-        )
-        with pytest.raises(ApiError) as info:
-            await client_for(session, url).fetch(RestKey(KEY), 1, 2)
-    assert info.value.reason is ApiErrorReason.CONNECTION_ERROR
-    assert KEY not in str(info.value) and info.value.__cause__ is None
-    assert info.value.__suppress_context__
+async def test_a_redirect_is_not_followed(clients: Clients) -> None:
+    moved = response("", status="302 Found", headers=("Location: http://example.test/",))
+    async with RawServer(moved) as server:
+        error = await fetch_error(client_for(clients, server.url))
+        assert len(server.requests) == 1
+    assert (error.reason, error.status) == (ApiErrorReason.HTTP_ERROR, 302)
+
+
+async def test_connection_failure_text_never_holds_the_url(clients: Clients) -> None:
+    """Whatever breaks below HTTP, the error is built from safe parts, with no context."""
+    answers = [
+        Answer(b"", close=True),  # closed without a response
+        Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", close=True),
+        Answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", close=True),  # not HTTP at all
+    ]
+    async with RawServer(*answers) as server:
+        client = client_for(clients, server.url)
+        for _ in answers:
+            with pytest.raises(ApiError) as info:
+                await client.fetch(RestKey(KEY), 1, 2)
+            assert info.value.reason is ApiErrorReason.CONNECTION_ERROR
+            assert KEY not in str(info.value) and "127.0.0.1" not in str(info.value)
+            assert info.value.__cause__ is None and info.value.__suppress_context__

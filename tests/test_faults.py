@@ -15,13 +15,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from conftest import Clients
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.client import ApiErrorReason, TrafficSourceClient
@@ -228,16 +228,8 @@ def transitions(caplog: pytest.LogCaptureFixture, account: str) -> list[str]:
     ]
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-def client_for(session: aiohttp.ClientSession, config: Config) -> TrafficSourceClient:
-    return TrafficSourceClient(
-        session, config.api.url, timeout=config.api.timeout, user_agent="fault-test"
-    )
+def client_for(clients: Clients, config: Config) -> TrafficSourceClient:
+    return clients.new(config.api.url, timeout=config.api.timeout, user_agent="fault-test")
 
 
 async def poll_round(poller: Poller) -> None:
@@ -247,7 +239,7 @@ async def poll_round(poller: Poller) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 async def test_fault_is_survived_classified_and_counted(
-    case: Case, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    case: Case, clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
     names = (*GOOD, BAD)
@@ -258,7 +250,7 @@ async def test_fault_is_survived_classified_and_counted(
         clock = ManualClock()
         store = SnapshotStore()
         poller = Poller(
-            config, client_for(session, config), store, clock=clock, rng=random.Random(5)
+            config, client_for(clients, config), store, clock=clock, rng=random.Random(5)
         )
 
         # Round 1: everything healthy.
@@ -382,7 +374,7 @@ def assert_exported_figures(samples: Samples, fake: FakeApi, name: str, seed: in
 
 
 async def test_connection_refused_is_survived_and_recovers(
-    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Refusal hits every account (they share the API URL); all recover when it listens again."""
     caplog.set_level(logging.INFO, logger="exporter")
@@ -393,7 +385,7 @@ async def test_connection_refused_is_survived_and_recovers(
         config = make_config(fake.url, names)
         clock = ManualClock()
         store = SnapshotStore()
-        poller = Poller(config, client_for(session, config), store, clock=clock)
+        poller = Poller(config, client_for(clients, config), store, clock=clock)
         await poll_round(poller)
         before = scrape(store, clock())
 
@@ -425,7 +417,7 @@ async def test_connection_refused_is_survived_and_recovers(
 
 
 async def test_inactive_account_from_the_vendor_state(
-    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The real vendor rule (not an injected fault): a closed account is refused, then reopened."""
     caplog.set_level(logging.INFO, logger="exporter")
@@ -435,7 +427,7 @@ async def test_inactive_account_from_the_vendor_state(
     try:
         config = make_config(fake.url, names)
         store = SnapshotStore()
-        poller = Poller(config, client_for(session, config), store)
+        poller = Poller(config, client_for(clients, config), store)
         await poll_round(poller)
         fake.set_state(key_of(BAD), AccountState.CLOSED)
         caplog.clear()
@@ -466,7 +458,7 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
 
 
 async def test_daemon_survives_every_fault_at_once(
-    aiohttp_client: Callable[[Any], Awaitable[Client]],
+    aiohttp_client: Callable[[Any], Awaitable[Client]], clients: Clients
 ) -> None:
     """The app with running poll loops: one account per fault mode, two healthy ones."""
     faulty = {c.id: c for c in CASES}
@@ -478,37 +470,36 @@ async def test_daemon_survives_every_fault_at_once(
     interval = 1.5
     config = make_config(fake.url, names, interval=interval, stale_after=3 * interval, attempts=2)
     store = SnapshotStore()
-    async with aiohttp.ClientSession() as session:
-        poller = Poller(config, client_for(session, config), store, rng=random.Random(3))
-        runtime = Runtime(
-            store=store,
-            poller=poller,
-            exposition=AccountsExposition(interval),
-            state=ExporterState(accounts=len(names)),
-            reload=_no_reload,
+    poller = Poller(config, client_for(clients, config), store, rng=random.Random(3))
+    runtime = Runtime(
+        store=store,
+        poller=poller,
+        exposition=AccountsExposition(interval),
+        state=ExporterState(accounts=len(names)),
+        reload=_no_reload,
+    )
+    client = await aiohttp_client(make_app(runtime))
+    try:
+        epoch = time.monotonic()
+        poller.start()
+        # Every account polled twice: the first poll at start-up, the second in its slot.
+        await wait_for(
+            lambda: all(fake.count(key_of(n)) >= 2 * len(WINDOWS) for n in GOOD),
+            timeout=3 * interval,
+            what="two polls of the healthy accounts",
         )
-        client = await aiohttp_client(make_app(runtime))
-        try:
-            epoch = time.monotonic()
-            poller.start()
-            # Every account polled twice: the first poll at start-up, the second in its slot.
-            await wait_for(
-                lambda: all(fake.count(key_of(n)) >= 2 * len(WINDOWS) for n in GOOD),
-                timeout=3 * interval,
-                what="two polls of the healthy accounts",
-            )
-            await wait_for(poller.ready, timeout=interval, what="readiness")
-            response = await client.get("/metrics")
-            assert response.status == 200
-            samples = parse_exposition(await response.text())
-            assert (await client.get("/-/healthy")).status == 200
-            assert (await client.get("/-/ready")).status == 200
-            page = await client.get("/")
-            assert page.status == 200
-            html = await page.text()
-        finally:
-            await poller.stop()
-        await fake.close()
+        await wait_for(poller.ready, timeout=interval, what="readiness")
+        response = await client.get("/metrics")
+        assert response.status == 200
+        samples = parse_exposition(await response.text())
+        assert (await client.get("/-/healthy")).status == 200
+        assert (await client.get("/-/ready")).status == 200
+        page = await client.get("/")
+        assert page.status == 200
+        html = await page.text()
+    finally:
+        await poller.stop()
+    await fake.close()
 
     assert poller.internal_errors == 0
     assert value(samples, "retargeting_exporter_internal_errors_total") == 0
@@ -535,7 +526,7 @@ async def _no_reload() -> tuple[bool, str]:
 
 
 async def test_a_hung_account_holds_only_its_own_concurrency_slot(
-    session: aiohttp.ClientSession,
+    clients: Clients,
 ) -> None:
     """With two slots and one account hanging in one of them, the others keep their schedule."""
     healthy = [f"shop-{i}" for i in range(4)]
@@ -554,7 +545,7 @@ async def test_a_hung_account_holds_only_its_own_concurrency_slot(
         attempts=1,
         max_concurrency=2,
     )
-    poller = Poller(config, client_for(session, config), SnapshotStore())
+    poller = Poller(config, client_for(clients, config), SnapshotStore())
     try:
         epoch = time.monotonic()
         poller.start()
@@ -583,7 +574,7 @@ async def test_a_hung_account_holds_only_its_own_concurrency_slot(
 
 
 async def test_a_slow_body_that_ends_within_the_timeout_is_accepted(
-    session: aiohttp.ClientSession,
+    clients: Clients,
 ) -> None:
     fake = FakeApi([FakeAccount(key_of(BAD), seed=3)])
     await fake.start()
@@ -591,7 +582,7 @@ async def test_a_slow_body_that_ends_within_the_timeout_is_accepted(
         fake.set_fault(Fault.SLOW_BODY, key=key_of(BAD), seconds=0.3, chunk_size=64)
         config = make_config(fake.url, [BAD], timeout=2.0)
         store = SnapshotStore()
-        snapshot = await Poller(config, client_for(session, config), store).poll(config.accounts[0])
+        snapshot = await Poller(config, client_for(clients, config), store).poll(config.accounts[0])
     finally:
         await fake.close()
     assert snapshot.up and snapshot.requests_total == len(WINDOWS)
@@ -600,7 +591,7 @@ async def test_a_slow_body_that_ends_within_the_timeout_is_accepted(
 
 
 async def test_an_endless_body_without_content_length_is_cut_at_the_cap(
-    session: aiohttp.ClientSession,
+    clients: Clients,
 ) -> None:
     """A proxy streaming chunks forever: reading stops at 1 MiB, invalid_response, no hang."""
     from aiohttp import web
@@ -629,7 +620,7 @@ async def test_an_endless_body_without_content_length_is_cut_at_the_cap(
     try:
         config = make_config(url, [BAD], timeout=10.0, attempts=1)
         started = time.monotonic()
-        snapshot = await Poller(config, client_for(session, config), SnapshotStore()).poll(
+        snapshot = await Poller(config, client_for(clients, config), SnapshotStore()).poll(
             config.accounts[0]
         )
         took = time.monotonic() - started

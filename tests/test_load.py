@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from conftest import Clients
 from prometheus_client.parser import text_string_to_metric_families
 from test_faults import client_for, key_of, make_config, wait_for
 
@@ -93,7 +94,7 @@ def exporter_sized_heap() -> Iterator[None]:
 
 @pytest.mark.usefixtures("exporter_sized_heap")
 async def test_concurrent_scrapes_while_300_accounts_are_polled(
-    aiohttp_client: Callable[[Any], Awaitable[Client]],
+    aiohttp_client: Callable[[Any], Awaitable[Client]], clients: Clients
 ) -> None:
     names = [f"shop-{i:03d}" for i in range(ACCOUNTS)]
     served = names[UNKNOWN:]
@@ -111,45 +112,44 @@ async def test_concurrent_scrapes_while_300_accounts_are_polled(
     )
     bodies: list[bytes] = []
     failures: list[str] = []
-    async with aiohttp.ClientSession() as session:
-        store = SnapshotStore()
-        poller = TimedPoller(config, client_for(session, config), store, rng=random.Random(7))
-        runtime = Runtime(
-            store=store,
-            poller=poller,
-            exposition=AccountsExposition(INTERVAL),
-            state=ExporterState(accounts=ACCOUNTS),
-            reload=_no_reload,
-        )
-        server = await aiohttp_client(make_app(runtime))
-        url = server.make_url("/metrics")
-        poller.start()
-        try:
-            await wait_for(poller.ready, 10.0, "the first poll of every account")
-            deadline = time.monotonic() + LOAD_SECONDS
+    store = SnapshotStore()
+    poller = TimedPoller(config, client_for(clients, config), store, rng=random.Random(7))
+    runtime = Runtime(
+        store=store,
+        poller=poller,
+        exposition=AccountsExposition(INTERVAL),
+        state=ExporterState(accounts=ACCOUNTS),
+        reload=_no_reload,
+    )
+    server = await aiohttp_client(make_app(runtime))
+    url = server.make_url("/metrics")
+    poller.start()
+    try:
+        await wait_for(poller.ready, 10.0, "the first poll of every account")
+        deadline = time.monotonic() + LOAD_SECONDS
 
-            async def scraper(number: int) -> None:
-                encoding = "gzip" if number % 2 else "identity"
-                async with aiohttp.ClientSession(auto_decompress=False) as http:
-                    while time.monotonic() < deadline:
-                        try:
-                            headers = {"Accept-Encoding": encoding}
-                            async with http.get(url, headers=headers) as response:
-                                body = await response.read()
-                                if response.status != 200:
-                                    failures.append(f"HTTP {response.status}")
-                                    continue
-                                if response.headers.get("Content-Encoding") == "gzip":
-                                    body = gzip.decompress(body)
-                                bodies.append(body)
-                        except (aiohttp.ClientError, OSError) as exc:
-                            failures.append(repr(exc))
-                        await asyncio.sleep(PAUSE)
+        async def scraper(number: int) -> None:
+            encoding = "gzip" if number % 2 else "identity"
+            async with aiohttp.ClientSession(auto_decompress=False) as http:
+                while time.monotonic() < deadline:
+                    try:
+                        headers = {"Accept-Encoding": encoding}
+                        async with http.get(url, headers=headers) as response:
+                            body = await response.read()
+                            if response.status != 200:
+                                failures.append(f"HTTP {response.status}")
+                                continue
+                            if response.headers.get("Content-Encoding") == "gzip":
+                                body = gzip.decompress(body)
+                            bodies.append(body)
+                    except (aiohttp.ClientError, OSError) as exc:
+                        failures.append(repr(exc))
+                    await asyncio.sleep(PAUSE)
 
-            await asyncio.gather(*(scraper(n) for n in range(CLIENTS)))
-        finally:
-            await poller.stop()
-            await fake.close()
+        await asyncio.gather(*(scraper(n) for n in range(CLIENTS)))
+    finally:
+        await poller.stop()
+        await fake.close()
 
     assert failures == []
     assert len(bodies) >= CLIENTS * 2

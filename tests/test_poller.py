@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import pytest
+from conftest import Clients
 
-from exporter.client import ApiError, ApiErrorReason, TrafficSourceClient
+from exporter.client import ApiError, ApiErrorReason
 from exporter.config import Config, parse_config
 from exporter.fakeapi import DOCUMENTED_SOURCES, AccountState, FakeAccount, FakeApi, Fault
 from exporter.poller import Poller, phase
@@ -34,32 +33,23 @@ def make_config(url: str, names: list[str], interval: float = 300, **top: Any) -
     return config
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def started_fake(names: list[str], **kwargs: Any) -> FakeApi:
     fake = FakeApi([FakeAccount(f"key-{n}", seed=i) for i, n in enumerate(names)], **kwargs)
     await fake.start()
     return fake
 
 
-def poller_for(config: Config, session: aiohttp.ClientSession, store: SnapshotStore) -> Poller:
-    client = TrafficSourceClient(
-        session, config.api.url, timeout=config.api.timeout, user_agent="t"
-    )
-    return Poller(config, client, store)
+def poller_for(config: Config, clients: Clients, store: SnapshotStore) -> Poller:
+    return Poller(config, clients.new(config.api.url, timeout=config.api.timeout), store)
 
 
-async def test_concurrency_limit_is_shared_across_accounts(session: aiohttp.ClientSession) -> None:
+async def test_concurrency_limit_is_shared_across_accounts(clients: Clients) -> None:
     names = [f"shop-{i}" for i in range(12)]
     fake = await started_fake(names, latency=0.15)
     try:
         config = make_config(fake.url, names)
         config = replace(config, api=replace(config.api, max_concurrency=3))
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         snapshots = await poller.poll_all_once()
     finally:
         await fake.close()
@@ -69,13 +59,13 @@ async def test_concurrency_limit_is_shared_across_accounts(session: aiohttp.Clie
 
 
 async def test_windows_are_requested_ending_now_minus_end_offset(
-    session: aiohttp.ClientSession,
+    clients: Clients,
 ) -> None:
     fake = await started_fake(["a"])
     try:
         config = make_config(fake.url, ["a"], windows=["1h", "30d"], polling={"end_offset": "10m"})
         before = int(time.time())
-        await poller_for(config, session, SnapshotStore()).poll(config.accounts[0])
+        await poller_for(config, clients, SnapshotStore()).poll(config.accounts[0])
     finally:
         await fake.close()
     spans = sorted(int(r.date_to) - int(r.date_from) for r in fake.requests)  # type: ignore[arg-type]
@@ -84,12 +74,12 @@ async def test_windows_are_requested_ending_now_minus_end_offset(
         assert before - 600 <= int(request.date_to) <= before - 600 + 2  # type: ignore[arg-type]
 
 
-async def test_snapshot_after_success_and_failures(session: aiohttp.ClientSession) -> None:
+async def test_snapshot_after_success_and_failures(clients: Clients) -> None:
     fake = await started_fake(["good", "bad"])
     store = SnapshotStore()
     try:
         config = make_config(fake.url, ["good", "bad"])
-        poller = poller_for(config, session, store)
+        poller = poller_for(config, clients, store)
         good, bad = config.accounts
         fake.set_state("key-bad", AccountState.INACTIVE)
         await poller.poll_all_once()
@@ -120,12 +110,12 @@ async def test_snapshot_after_success_and_failures(session: aiohttp.ClientSessio
 
 
 async def test_state_changes_are_logged_once(
-    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = await started_fake(["a"])
     try:
         config = make_config(fake.url, ["a"])
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         account = config.accounts[0]
         caplog.set_level(logging.INFO, logger="exporter.poller")
         fake.set_fault(Fault.INVALID_KEY, key="key-a")
@@ -149,7 +139,7 @@ async def test_state_changes_are_logged_once(
 
 
 async def test_unexpected_error_is_counted_and_the_loop_goes_on(
-    session: aiohttp.ClientSession,
+    clients: Clients,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -157,7 +147,7 @@ async def test_unexpected_error_is_counted_and_the_loop_goes_on(
     try:
         config = make_config(fake.url, ["a"], interval=0.2)
         store = SnapshotStore()
-        poller = poller_for(config, session, store)
+        poller = poller_for(config, clients, store)
         calls = 0
         original = Poller._next_snapshot
 
@@ -182,13 +172,13 @@ async def test_unexpected_error_is_counted_and_the_loop_goes_on(
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
-async def test_later_polls_are_spread_over_the_interval(session: aiohttp.ClientSession) -> None:
+async def test_later_polls_are_spread_over_the_interval(clients: Clients) -> None:
     names = [f"shop-{i}" for i in range(6)]
     interval = 1.5
     fake = await started_fake(names)
     try:
         config = make_config(fake.url, names, interval=interval, windows=["24h"])
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         poller.start()
         assert not poller.ready()
         await asyncio.sleep(interval * 2.6)
@@ -209,13 +199,13 @@ async def test_later_polls_are_spread_over_the_interval(session: aiohttp.ClientS
 
 
 async def test_sources_over_the_cap_are_dropped_documented_first(
-    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = FakeApi([FakeAccount("key-a", sources=("Zeta", "SMS", *DOCUMENTED_SOURCES))])
     await fake.start()
     try:
         config = make_config(fake.url, ["a"], max_sources_per_account=5, windows=["24h"])
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         snapshot = await poller.poll(config.accounts[0])
         await poller.poll(config.accounts[0])
     finally:
@@ -230,12 +220,12 @@ async def test_sources_over_the_cap_are_dropped_documented_first(
     ) == 1
 
 
-async def test_stop_cancels_hanging_requests_quickly(session: aiohttp.ClientSession) -> None:
+async def test_stop_cancels_hanging_requests_quickly(clients: Clients) -> None:
     fake = await started_fake(["a"])
     fake.set_fault(Fault.HANG)
     try:
         config = make_config(fake.url, ["a"])
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         poller.start()
         await asyncio.sleep(0.2)
         started = time.monotonic()
@@ -251,7 +241,7 @@ def test_api_error_is_not_a_valueerror() -> None:
 
 
 async def test_many_accounts_are_admitted_a_bounded_number_at_a_time(
-    session: aiohttp.ClientSession,
+    clients: Clients,
 ) -> None:
     # Thousands of accounts are due at start-up. Polls start only while fewer than twice the
     # request limit are under way (the others wait as heap entries, not as tasks), every account
@@ -265,7 +255,7 @@ async def test_many_accounts_are_admitted_a_bounded_number_at_a_time(
     try:
         config = make_config(fake.url, names, windows=["24h"])
         config = replace(config, api=replace(config.api, max_concurrency=10))
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         poller.start()
         assert poller.healthy()
         most = 0
@@ -279,7 +269,7 @@ async def test_many_accounts_are_admitted_a_bounded_number_at_a_time(
         await poller.stop()
         assert polls() == 0 and not poller.healthy()
         # Stopped right after starting: nothing is left running.
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         poller.start()
         await asyncio.sleep(0)
         await poller.stop()
@@ -291,7 +281,7 @@ async def test_many_accounts_are_admitted_a_bounded_number_at_a_time(
 
 
 async def test_a_poll_leaves_few_objects_for_the_garbage_collector(
-    session: aiohttp.ClientSession,
+    clients: Clients,
 ) -> None:
     # At 10,000 accounts, every object a snapshot keeps alive and the collector tracks is walked
     # by every later collection (docs/benchmarks.md). The figures are exact tuples, which the
@@ -301,7 +291,7 @@ async def test_a_poll_leaves_few_objects_for_the_garbage_collector(
     fake = await started_fake(["a"])
     try:
         config = make_config(fake.url, ["a"])
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         first = await poller.poll(config.accounts[0])
         second = await poller.poll(config.accounts[0])
     finally:
@@ -320,7 +310,7 @@ async def test_a_poll_leaves_few_objects_for_the_garbage_collector(
 
 
 async def test_start_up_is_summed_up_in_one_line(
-    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Thousands of accounts must not mean thousands of info lines at start-up: a first success
     # is logged at debug, failures at warning as ever, and one line sums up the first round.
@@ -330,7 +320,7 @@ async def test_start_up_is_summed_up_in_one_line(
     fake.set_fault(Fault.INVALID_KEY, key="key-b")
     try:
         config = make_config(fake.url, names)
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         await poller.poll_all_once()
         await poller.poll_all_once()  # a second round says nothing new
     finally:
@@ -342,11 +332,11 @@ async def test_start_up_is_summed_up_in_one_line(
     assert summary["seconds"] >= 0
 
 
-async def test_ready_follows_added_and_removed_accounts(session: aiohttp.ClientSession) -> None:
+async def test_ready_follows_added_and_removed_accounts(clients: Clients) -> None:
     fake = await started_fake(["a", "b", "c"])
     try:
         config = make_config(fake.url, ["a", "b"])
-        poller = poller_for(config, session, SnapshotStore())
+        poller = poller_for(config, clients, SnapshotStore())
         assert not poller.ready()
         await poller.poll_all_once()
         assert poller.ready()

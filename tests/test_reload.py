@@ -210,7 +210,7 @@ async def test_sighup_applies_a_new_config_and_key_file_atomically(
         )
         assert loaded_at is not None and abs(loaded_at - time.time()) < 30
         late_success = value(before, "retargeting_last_success_timestamp_seconds", account=LATE)
-        assert late_success is not None
+        assert late_success is not None, daemon.text
         late_revenue = {k: v for k, v in before.items() if ("account", LATE) in k[1]}
 
         # The key file of SOON changes (its config entry does not), GONE goes, NEW comes.
@@ -354,8 +354,7 @@ async def test_a_reload_during_a_poll_is_not_undone_by_that_poll(fake: FakeApi) 
     old = config_for(fake.url, {"team": "emea"})
     new = config_for(fake.url, {"team": "apac"}, key=KEY_D)
     store = SnapshotStore()
-    async with aiohttp.ClientSession() as session:
-        client = TrafficSourceClient(session, fake.url, timeout=3, user_agent="test")
+    async with TrafficSourceClient(fake.url, timeout=3, user_agent="test") as client:
         poller = Poller(old, client, store)
         in_flight = asyncio.create_task(poller.poll(old.accounts[0]))
         await fake_request_arrived(fake, KEY_B)

@@ -32,10 +32,11 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
-from aioresponses_compat import mocked_responses
+from conftest import Clients
+from rawhttp import RawServer, response
 from test_faults import CASES
 
-from exporter.client import ApiError, ApiErrorReason, TrafficSourceClient
+from exporter.client import ApiError, ApiErrorReason
 from exporter.config import Config, RestKey, load_config, parse_config
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi
 from exporter.logs import JsonFormatter, LogfmtFormatter, Redactor
@@ -169,6 +170,7 @@ async def test_no_key_in_records_exceptions_pages_or_metrics(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     aiohttp_client: Callable[[Any], Awaitable[Client]],
+    clients: Clients,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, every level
     shop = await Shop.start()
@@ -187,56 +189,55 @@ async def test_no_key_in_records_exceptions_pages_or_metrics(
     config = parsed(config_data(shop, key_file, literal))
     texts.append(("config repr", repr(config)))
     try:
-        async with aiohttp.ClientSession() as session:
-            client = TrafficSourceClient(session, shop.fake.url, timeout=0.3, user_agent="t")
-            # 1. Every failure straight from the client, with everything the exception carries.
-            for account in config.accounts:
-                request = client.fetch(account.rest_key, 1_700_000_000, 1_700_086_400)
-                error = await failure_of(request)
-                if error is not None:
-                    where = f"exception of {account.name}"
-                    texts.extend((where, t) for t in exception_texts(error))
+        client = clients.new(shop.fake.url, timeout=0.3)
+        # 1. Every failure straight from the client, with everything the exception carries.
+        for account in config.accounts:
+            request = client.fetch(account.rest_key, 1_700_000_000, 1_700_086_400)
+            error = await failure_of(request)
+            if error is not None:
+                where = f"exception of {account.name}"
+                texts.extend((where, t) for t in exception_texts(error))
 
-            # 2. The daemon's parts: poll loops, pages, metrics, reload with rotated keys.
-            store = SnapshotStore()
-            poller = Poller(config, client, store)
-            rotated: list[str] = []
+        # 2. The daemon's parts: poll loops, pages, metrics, reload with rotated keys.
+        store = SnapshotStore()
+        poller = Poller(config, client, store)
+        rotated: list[str] = []
 
-            async def reload() -> tuple[bool, str]:
-                nonlocal literal
-                literal = new_key()
-                shop.fake.add_account(FakeAccount(literal, seed=98))
-                rotated.append(literal)
-                poller.apply(parsed(config_data(shop, key_file, literal)))
-                return True, "configuration reloaded"
+        async def reload() -> tuple[bool, str]:
+            nonlocal literal
+            literal = new_key()
+            shop.fake.add_account(FakeAccount(literal, seed=98))
+            rotated.append(literal)
+            poller.apply(parsed(config_data(shop, key_file, literal)))
+            return True, "configuration reloaded"
 
-            runtime = Runtime(
-                store=store,
-                poller=poller,
-                exposition=AccountsExposition(1.0),
-                state=ExporterState(accounts=len(config.accounts)),
-                reload=reload,
-            )
-            http = await aiohttp_client(make_app(runtime))
-            poller.start()
-            try:
-                await wait_for(poller.ready, 5.0, "every account polled")
-                for method, path in [
-                    ("GET", "/"),
-                    ("GET", "/metrics"),
-                    ("GET", "/-/healthy"),
-                    ("GET", "/-/ready"),
-                    ("POST", "/-/reload"),
-                ]:
-                    response = await http.request(method, path)
-                    texts.append((f"{method} {path}", await response.text()))
-                await wait_for(lambda: shop.fake.count(rotated[0]) > 0, 5.0, "the rotated key")
-                texts.append(("GET / after reload", await (await http.get("/")).text()))
-                texts.append(("metrics after reload", await (await http.get("/metrics")).text()))
-            finally:
-                await poller.stop()
-            for snapshot in store.snapshots():
-                texts.append((f"snapshot {snapshot.name}", repr(snapshot)))
+        runtime = Runtime(
+            store=store,
+            poller=poller,
+            exposition=AccountsExposition(1.0),
+            state=ExporterState(accounts=len(config.accounts)),
+            reload=reload,
+        )
+        http = await aiohttp_client(make_app(runtime))
+        poller.start()
+        try:
+            await wait_for(poller.ready, 5.0, "every account polled")
+            for method, path in [
+                ("GET", "/"),
+                ("GET", "/metrics"),
+                ("GET", "/-/healthy"),
+                ("GET", "/-/ready"),
+                ("POST", "/-/reload"),
+            ]:
+                response = await http.request(method, path)
+                texts.append((f"{method} {path}", await response.text()))
+            await wait_for(lambda: shop.fake.count(rotated[0]) > 0, 5.0, "the rotated key")
+            texts.append(("GET / after reload", await (await http.get("/")).text()))
+            texts.append(("metrics after reload", await (await http.get("/metrics")).text()))
+        finally:
+            await poller.stop()
+        for snapshot in store.snapshots():
+            texts.append((f"snapshot {snapshot.name}", repr(snapshot)))
     finally:
         await shop.fake.close()
 
@@ -249,28 +250,27 @@ async def test_no_key_in_records_exceptions_pages_or_metrics(
         assert_clean(text, where)
 
 
-async def test_a_vendor_echoing_the_key_does_not_leak_it(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_vendor_echoing_the_key_does_not_leak_it(
+    caplog: pytest.LogCaptureFixture, clients: Clients
+) -> None:
     """Error texts quote the vendor; if the vendor quotes the key, the key is cut out."""
     caplog.set_level(logging.DEBUG)
     key = new_key()
-    url = "https://api.example.test/v1/partners-api/traffic-source"
-    async with aiohttp.ClientSession() as session:
-        client = TrafficSourceClient(session, url, timeout=1, user_agent="t")
-        bodies = [
-            {"status": "error", "message": f"Incorrect rest key! ({key})"},
-            {"status": "error", "message": f"Something went wrong for {json.dumps(key)}"},
-            {"status": "fail", "data": {"validator": {"rest_key": [f"{key} is invalid"]}}},
-            {"status": "success", "data": [{"source_name": key}]},
-            {"status": "error", "message": "x" * 190 + key},  # the key cut by the length cap
-        ]
-        for body in bodies:
-            with mocked_responses() as mocked:
-                mocked.get(re.compile(r".*"), payload=body)
-                error = await failure_of(client.fetch(RestKey(key), 1, 2))
-            assert error is not None and error.reason in set(ApiErrorReason)
-            for text in exception_texts(error):
-                assert_clean(text, f"the error for {body}")
-                assert "-k+y/=" not in text and "k%2By" not in text
+    bodies = [
+        {"status": "error", "message": f"Incorrect rest key! ({key})"},
+        {"status": "error", "message": f"Something went wrong for {json.dumps(key)}"},
+        {"status": "fail", "data": {"validator": {"rest_key": [f"{key} is invalid"]}}},
+        {"status": "success", "data": [{"source_name": key}]},
+        {"status": "error", "message": "x" * 190 + key},  # the key cut by the length cap
+    ]
+    for body in bodies:
+        async with RawServer(response(body)) as server:
+            client = clients.new(server.url)
+            error = await failure_of(client.fetch(RestKey(key), 1, 2))
+        assert error is not None and error.reason in set(ApiErrorReason)
+        for text in exception_texts(error):
+            assert_clean(text, f"the error for {body}")
+            assert "-k+y/=" not in text and "k%2By" not in text
 
 
 # -- the command line as users run it --------------------------------------------------------

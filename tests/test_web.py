@@ -6,7 +6,6 @@ import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,8 +56,7 @@ async def runtime(fake: FakeApi) -> AsyncIterator[Runtime]:
         reloads.append("called")
         return True, "configuration reloaded"
 
-    async with aiohttp.ClientSession() as session:
-        client = TrafficSourceClient(session, fake.url, timeout=2, user_agent="t")
+    async with TrafficSourceClient(fake.url, timeout=2, user_agent="t") as client:
         poller = Poller(config, client, store)
         rt = Runtime(
             store=store,

@@ -384,7 +384,7 @@ async def serve() -> AsyncIterator[ServeFn]:
     config = parse_config(
         {"api": {"url": "http://127.0.0.1:9/"}, "accounts": [{"name": "a", "rest_key": "k-1"}]}
     )
-    session = aiohttp.ClientSession()
+    clients: list[TrafficSourceClient] = []
 
     async def start(path: Path) -> Served:
         guard = WebGuard(load_web_config(path), check_interval=0.05)
@@ -394,7 +394,8 @@ async def serve() -> AsyncIterator[ServeFn]:
             reloads.append("called")
             return True, "configuration reloaded"
 
-        client = TrafficSourceClient(session, config.api.url, timeout=1, user_agent="t")
+        client = TrafficSourceClient(config.api.url, timeout=1, user_agent="t")
+        clients.append(client)
         runtime = Runtime(
             store=SnapshotStore(),
             poller=Poller(config, client, SnapshotStore()),
@@ -413,7 +414,8 @@ async def serve() -> AsyncIterator[ServeFn]:
     yield start
     for runner in runners:
         await runner.cleanup()
-    await session.close()
+    for client in clients:
+        await client.close()
 
 
 @pytest.fixture
