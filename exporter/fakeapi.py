@@ -29,6 +29,7 @@ import json
 import math
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -419,6 +420,13 @@ class _Answer:
     window: tuple[int, int] | None = None
 
 
+async def _until(deadline: float) -> None:
+    """Sleep until ``deadline`` (the loop's clock); no wait if it has passed."""
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 def _as_bytes(payload: Mapping[str, object]) -> bytes:
     # json.dumps' default separators: the documented error bodies come out byte-identical.
     return json.dumps(payload).encode()
@@ -536,8 +544,14 @@ class FakeApi:
 
     # ---- lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Start listening (port 0: a free one) and return the endpoint URL."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False
+    ) -> str:
+        """Start listening (port 0: a free one) and return the endpoint URL.
+
+        ``reuse_port``: several processes may listen on the port (``--workers``); the kernel
+        spreads the connections over them.
+        """
         if self._runner is not None:
             raise RuntimeError("the fake API is already started")
         app = web.Application()
@@ -548,7 +562,7 @@ class FakeApi:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=0.25
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         try:
             await site.start()
         except BaseException:
@@ -741,10 +755,12 @@ class FakeApi:
 
         spec = self._take_fault(record.rest_key)
         record.fault = spec.fault if spec is not None else None
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        # The latency is the time from the request to the answer, the fake's own work included
+        # (as a vendor's answer time would be): under load, the answer is not later for it.
+        deadline = asyncio.get_running_loop().time() + self.latency
 
         if spec is not None:
+            await _until(deadline)  # faults act after the latency
             early = await self._early_fault(request, record, spec)
             if early is not None:
                 return early
@@ -761,6 +777,7 @@ class FakeApi:
                 # Top-level padding keeps the body valid JSON of the right shape, just too big.
                 answer.payload["debug"] = "x" * spec.size
         body = _as_bytes(answer.payload)
+        await _until(deadline)
         if spec is None or (spec.fault in _DATA_FAULTS and spec.fault is not Fault.OVERSIZE):
             return self._reply(record, status, body, content_type)
 
@@ -926,7 +943,9 @@ def generated_accounts(count: int) -> list[FakeAccount]:
     ]
 
 
-async def _serve(accounts: list[FakeAccount], host: str, port: int, latency: float) -> None:
+async def _serve(
+    accounts: list[FakeAccount], host: str, port: int, latency: float, reuse_port: bool
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -940,7 +959,7 @@ async def _serve(accounts: list[FakeAccount], host: str, port: int, latency: flo
         traffic_rows(account, 0, _HOUR)
     gc.collect()
     gc.freeze()
-    url = await fake.start(host, port)
+    url = await fake.start(host, port, reuse_port=reuse_port)
     try:
         print(f"fake Retargeting API: {len(accounts)} accounts at {url}", flush=True)
         await stop.wait()
@@ -956,27 +975,59 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any)")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds from each request to its answer"
+    )
     parser.add_argument(
         "--accounts",
         type=int,
         metavar="N",
         help="serve N generated paid accounts (keys key-00000, ...) instead of the demo ones",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on one port (SO_REUSEPORT; Linux), so that the fake is "
+        "not what limits a benchmark; needs --port other than 0",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.latency < 0:
         parser.error("--latency must not be negative")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and args.port == 0:
+        parser.error("--workers needs a fixed --port")
     if args.accounts is not None and args.accounts < 1:
         parser.error("--accounts must be at least 1")
     accounts = demo_accounts() if args.accounts is None else generated_accounts(args.accounts)
+    # The other workers: the same command, one process each, stopped with this one.
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "exporter.fakeapi", *_worker_args(argv)])  # noqa: S603
+        for _ in range(args.workers - 1)
+    ]
     try:
-        eventloop.run(_serve(accounts, args.host, args.port, args.latency))
+        reuse = args.workers > 1 or args.reuse_port
+        eventloop.run(_serve(accounts, args.host, args.port, args.latency, reuse))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         print(f"fakeapi: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait()
     return 0
+
+
+def _worker_args(argv: list[str] | None) -> list[str]:
+    """The command line of one more worker: this one's, as a single worker sharing the port."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    return [*given, "--workers", "1", "--reuse-port"]
 
 
 if __name__ == "__main__":

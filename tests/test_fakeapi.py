@@ -740,6 +740,10 @@ async def test_latency_is_added_and_settable(session: aiohttp.ClientSession) -> 
         started = time.monotonic()
         await fetch(session, api, rest_key="key-paid")
         assert time.monotonic() - started >= 0.3
+        api.set_fault(Fault.RATE_LIMIT, key="key-paid")  # faults answer after it too
+        started = time.monotonic()
+        assert (await fetch(session, api, rest_key="key-paid"))[0] == 429
+        assert time.monotonic() - started >= 0.3
         api.latency = 0.0
         started = time.monotonic()
         await fetch(session, api, rest_key="key-paid")
@@ -818,7 +822,51 @@ def test_main_serves_until_interrupted() -> None:
                 process.kill()
 
 
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(c) for task in tasks for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT and /proc: Linux")
+def test_workers_share_the_port_and_stop_together() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "exporter.fakeapi", "--port", str(port), "--accounts", "3"]
+    command += ["--workers", "3"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(3)]  # one per worker
+            assert all("3 accounts" in line for line in lines), lines
+            workers = _children(process.pid)
+            assert len(workers) == 2
+            url = f"http://127.0.0.1:{port}{ENDPOINT_PATH}?rest_key=key-00001"
+            for _ in range(12):  # a new connection each: the kernel spreads them
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert json.loads(response.read())["status"] == "success"
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+            for worker in workers:  # stopped with it, not left behind
+                assert not Path(f"/proc/{worker}").exists() or _zombie(worker)
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_main_rejects_bad_flags() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--latency", "-1"])
     assert exit_info.value.code == 2
+    for flags in (["--workers", "0", "--port", "1"], ["--workers", "2", "--port", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(flags)
+        assert exit_info.value.code == 2
