@@ -258,6 +258,38 @@ async def test_sighup_applies_a_new_config_and_key_file_atomically(
     assert daemon.proc.returncode == 0
 
 
+async def test_a_reload_to_another_api_url_polls_there(
+    fake: FakeApi, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A changed api.url gets a new client; the old one is retired without an error."""
+    moved = FakeApi([FakeAccount(KEY_B, seed=2), FakeAccount(KEY_D, seed=4)])
+    await moved.start()
+    config = tmp_path / "config.yaml"
+    late = {"name": LATE, "rest_key_env": "RELOAD_KEY_B"}
+    write_config(config, fake.url, [late])
+    env = dict(os.environ) | {"RELOAD_KEY_B": KEY_B, "RELOAD_KEY_D": KEY_D}
+    daemon = await start(config, env)
+    try:
+        await daemon.wait_for(lambda: ready(http, daemon), "every account polled once")
+        new = {"name": NEW, "rest_key_env": "RELOAD_KEY_D"}
+        write_config(config, moved.url, [late, new], api={"url": moved.url, "user_agent": "m/2"})
+        daemon.proc.send_signal(signal.SIGHUP)
+        # The added account is polled at once, through the new client, at the new URL.
+        await daemon.wait_for(lambda: moved.count(KEY_D) >= 1, "the first poll at the new URL")
+
+        async def new_account_up() -> bool:
+            return value(await scrape(http, daemon), "retargeting_up", account=NEW) == 1
+
+        await daemon.wait_for(new_account_up, "the added account's series")
+        assert fake.count(KEY_D) == 0 and fake.count(KEY_B) == 1
+        assert value(await scrape(http, daemon), "retargeting_up", account=LATE) == 1
+        assert "level=error" not in daemon.text and "Traceback" not in daemon.text
+    finally:
+        await daemon.stop()
+        await moved.close()
+    assert daemon.proc.returncode == 0
+
+
 async def test_invalid_config_is_rejected_and_the_old_one_keeps_running(
     fake: FakeApi, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:

@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import pytest
+from conftest import Clients
 from test_faults import client_for, key_of, make_config, wait_for
 
 from exporter.client import ApiErrorReason
@@ -45,12 +45,6 @@ class ExtremeRandom(random.Random):
     def uniform(self, a: float, b: float) -> float:
         self.draws.append((a, b))
         return b if self.pick == "max" else a
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture
@@ -95,9 +89,9 @@ def gaps(times: list[float]) -> list[float]:
 
 
 async def poll_once(
-    fake: FakeApi, session: aiohttp.ClientSession, config: Config, rng: random.Random
+    fake: FakeApi, clients: Clients, config: Config, rng: random.Random
 ) -> AccountSnapshot:
-    poller = Poller(config, client_for(session, config), SnapshotStore(), rng=rng)
+    poller = Poller(config, client_for(clients, config), SnapshotStore(), rng=rng)
     return await poller.poll(config.accounts[0])
 
 
@@ -105,12 +99,12 @@ async def poll_once(
 
 
 async def test_backoff_is_exponential_with_full_jitter_and_capped(
-    fake: FakeApi, session: aiohttp.ClientSession
+    fake: FakeApi, clients: Clients
 ) -> None:
     fake.set_fault(Fault.SOMETHING_WENT_WRONG, key=KEY, count=3)
     config = retry_config(fake.url, attempts=4, initial=0.1, maximum=0.25)
     rng = ExtremeRandom("max")
-    snapshot = await poll_once(fake, session, config, rng)
+    snapshot = await poll_once(fake, clients, config, rng)
     # Full jitter: each delay is drawn from [0, min(max_backoff, initial * 2^n)].
     assert rng.draws == [(0, 0.1), (0, 0.2), (0, 0.25)]
     # ... and waited for (the rng chose the maximum), measured where the requests arrive.
@@ -120,11 +114,11 @@ async def test_backoff_is_exponential_with_full_jitter_and_capped(
     assert snapshot.errors_total[R.API_ERROR] == 3
 
 
-async def test_full_jitter_can_retry_at_once(fake: FakeApi, session: aiohttp.ClientSession) -> None:
+async def test_full_jitter_can_retry_at_once(fake: FakeApi, clients: Clients) -> None:
     """The lower end of full jitter is 0: no minimum wait is added to the drawn delay."""
     fake.set_fault(Fault.SOMETHING_WENT_WRONG, key=KEY, count=2)
     config = retry_config(fake.url, attempts=3, initial=5.0, maximum=5.0)
-    snapshot = await poll_once(fake, session, config, ExtremeRandom("min"))
+    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
     assert snapshot.up and snapshot.requests_total == 3
     assert all(gap < 0.1 for gap in gaps(arrivals(fake)))
 
@@ -146,13 +140,13 @@ async def test_transient_failure_is_retried_within_the_poll(
     params: dict[str, Any],
     reason: ApiErrorReason,
     fake: FakeApi,
-    session: aiohttp.ClientSession,
+    clients: Clients,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
     fake.set_fault(fault, key=KEY, count=1, **params)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.02)
-    snapshot = await poll_once(fake, session, config, random.Random(1))
+    snapshot = await poll_once(fake, clients, config, random.Random(1))
     # The retry succeeded: the poll is up, the failed attempt is counted as a request and error.
     assert snapshot.up and snapshot.last_error is None
     assert snapshot.requests_total == 2 == fake.count(KEY)
@@ -160,24 +154,20 @@ async def test_transient_failure_is_retried_within_the_poll(
     assert [r.getMessage() for r in caplog.records] == ["every account polled once"]
 
 
-async def test_retries_are_bounded_by_attempts(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
+async def test_retries_are_bounded_by_attempts(fake: FakeApi, clients: Clients) -> None:
     fake.set_fault(Fault.HTML_5XX, key=KEY, status=503)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.02, windows=("24h", "7d"))
-    snapshot = await poll_once(fake, session, config, random.Random(1))
+    snapshot = await poll_once(fake, clients, config, random.Random(1))
     assert fake.count(KEY) == 6 == snapshot.requests_total  # 2 windows x 3 attempts
     assert not snapshot.up and snapshot.errors_total[R.HTTP_ERROR] == 6
 
 
-async def test_retries_are_bounded_by_half_the_interval(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
+async def test_retries_are_bounded_by_half_the_interval(fake: FakeApi, clients: Clients) -> None:
     fake.set_fault(Fault.HTML_5XX, key=KEY, status=503)
     # Budget 0.5 s: request at 0, back-off 0.2, request at 0.2, back-off 0.4 would end at 0.6.
     config = retry_config(fake.url, attempts=10, initial=0.2, maximum=10.0, interval=1.0)
     started = time.monotonic()
-    snapshot = await poll_once(fake, session, config, ExtremeRandom("max"))
+    snapshot = await poll_once(fake, clients, config, ExtremeRandom("max"))
     assert fake.count(KEY) == 2 == snapshot.requests_total
     assert time.monotonic() - started < 0.5
     assert not snapshot.up and snapshot.last_error is R.HTTP_ERROR
@@ -186,24 +176,20 @@ async def test_retries_are_bounded_by_half_the_interval(
 # -- Retry-After ------------------------------------------------------------------------------
 
 
-async def test_retry_after_seconds_is_honoured(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
+async def test_retry_after_seconds_is_honoured(fake: FakeApi, clients: Clients) -> None:
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01)
-    snapshot = await poll_once(fake, session, config, ExtremeRandom("min"))
+    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
     first, second = arrivals(fake)
     assert 1.0 <= second - first < 1.3  # Retry-After, not the (zero) back-off
     assert snapshot.up and snapshot.errors_total[R.RATE_LIMITED] == 1
 
 
-async def test_retry_after_http_date_is_honoured(
-    fake: FakeApi, session: aiohttp.ClientSession
-) -> None:
+async def test_retry_after_http_date_is_honoured(fake: FakeApi, clients: Clients) -> None:
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=2, retry_after_form="http-date", count=1)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01, interval=10.0)
     wall_minus_mono = time.time() - time.monotonic()
-    snapshot = await poll_once(fake, session, config, ExtremeRandom("min"))
+    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
     first, second = arrivals(fake)
     # The date has whole seconds: it names a moment 1-2 s after the first answer.
     date = email.utils.formatdate(first + wall_minus_mono + 2, usegmt=True)
@@ -214,14 +200,14 @@ async def test_retry_after_http_date_is_honoured(
 
 
 async def test_retry_after_holds_back_the_accounts_other_windows(
-    fake: FakeApi, session: aiohttp.ClientSession
+    fake: FakeApi, clients: Clients
 ) -> None:
     """With one slot, the second window waits behind the first; after a 429 it must not go."""
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
     config = retry_config(
         fake.url, attempts=3, initial=0.01, maximum=0.01, windows=("24h", "7d"), max_concurrency=1
     )
-    snapshot = await poll_once(fake, session, config, ExtremeRandom("min"))
+    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
     first, *later = arrivals(fake)
     assert len(later) == 2
     assert all(t - first >= 1.0 for t in later), [t - first for t in later]
@@ -229,14 +215,14 @@ async def test_retry_after_holds_back_the_accounts_other_windows(
 
 
 async def test_retry_after_beyond_the_budget_delays_the_next_poll(
-    fake: FakeApi, session: aiohttp.ClientSession
+    fake: FakeApi, clients: Clients
 ) -> None:
     """The poll gives up (Retry-After is past its budget); the loop then waits it out."""
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
     interval = 0.4  # budget 0.2 s; the account's next slot comes long before 1 s
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01, interval=interval)
     store = SnapshotStore()
-    poller = Poller(config, client_for(session, config), store, rng=ExtremeRandom("min"))
+    poller = Poller(config, client_for(clients, config), store, rng=ExtremeRandom("min"))
     epoch = time.monotonic()
     poller.start()
     try:
@@ -280,13 +266,13 @@ def break_and_fix(fake: FakeApi, how: str) -> tuple[Callable[[], None], Callable
     ["invalid_key", "account_inactive", "validation_failed", "interval_too_long", "http_error"],
 )
 async def test_permanent_failure_is_not_retried_and_recovers_by_itself(
-    how: str, fake: FakeApi, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    how: str, fake: FakeApi, clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
     interval = 0.3
     config = retry_config(fake.url, attempts=5, initial=0.01, maximum=0.01, interval=interval)
     store = SnapshotStore()
-    poller = Poller(config, client_for(session, config), store, rng=random.Random(1))
+    poller = Poller(config, client_for(clients, config), store, rng=random.Random(1))
     break_it, fix_it = break_and_fix(fake, how)
     break_it()
     epoch = time.monotonic()
@@ -315,12 +301,12 @@ async def test_permanent_failure_is_not_retried_and_recovers_by_itself(
 
 
 async def test_permanent_failures_do_not_wait_on_other_accounts(
-    fake: FakeApi, session: aiohttp.ClientSession
+    fake: FakeApi, clients: Clients
 ) -> None:
     """A rate-limited account's Retry-After holds back only that account."""
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
     config = make_config(fake.url, [NAME, "other"], windows=["24h"], max_concurrency=1)
-    poller = Poller(config, client_for(session, config), SnapshotStore(), rng=ExtremeRandom("min"))
+    poller = Poller(config, client_for(clients, config), SnapshotStore(), rng=ExtremeRandom("min"))
     started = time.monotonic()
     await asyncio.gather(*(poller.poll(a) for a in config.accounts))
     other = arrivals(fake, key_of("other"))
