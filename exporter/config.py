@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from exporter import __version__
+from exporter.http import url_problem, user_agent_problem
 
 DEFAULT_API_URL = "https://api.retargeting.app/v1/partners-api/traffic-source"
 DEFAULT_USER_AGENT = f"retargeting-exporter/{__version__}"
@@ -353,9 +354,15 @@ def _parse_api(value: Any, problems: _Problems) -> ApiConfig:
         url = DEFAULT_API_URL
     elif "rest_key" in url:
         problems.add("api.url", "must not contain the rest key; give keys per account")
+    elif (problem := url_problem(url)) is not None:
+        problems.add("api.url", problem)  # not echoed: it may hold a password
+        url = DEFAULT_API_URL
     user_agent = raw.get("user_agent", DEFAULT_USER_AGENT)
     if not isinstance(user_agent, str) or not user_agent.strip():
         problems.add("api.user_agent", "must be a non-empty string")
+        user_agent = DEFAULT_USER_AGENT
+    elif (problem := user_agent_problem(user_agent)) is not None:
+        problems.add("api.user_agent", problem)
         user_agent = DEFAULT_USER_AGENT
     retries_raw = _mapping(raw.get("retries"), "api.retries", problems, _RETRY_KEYS)
     retries = RetryConfig(

@@ -54,6 +54,29 @@ class Response(NamedTuple):
     retry_after: str | None  # the only response header the exporter reads
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the API URL (None: it can). The config checks with this too."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be http:// or https:// with a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if not url.isascii() or any(c.isspace() for c in url):
+        return "must be ASCII without spaces (percent-encode the rest)"
+    return None
+
+
+def user_agent_problem(user_agent: str) -> str | None:
+    """Why ``user_agent`` cannot be sent as a header (None: it can)."""
+    if not user_agent.isprintable():
+        return "must be printable text on one line"
+    return None
+
+
 def _decompressed(body: bytes, encoding: bytes, cap: int) -> bytes:
     """The body without its gzip/deflate coding, at most ``cap`` bytes."""
     coding = encoding.strip().lower()
@@ -230,13 +253,14 @@ class HttpClient:
         keepalive: float = KEEPALIVE_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"the API URL {problem}")
+        problem = user_agent_problem(user_agent)
+        if problem is not None:
+            raise ValueError(f"the User-Agent {problem}")
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("the API URL must be http:// or https:// with a host")
-        if parts.username or parts.password:
-            raise ValueError("the API URL must not carry a user name or password")
-        if not user_agent.isprintable():
-            raise ValueError("the User-Agent must be printable text on one line")
+        assert parts.hostname is not None
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = (

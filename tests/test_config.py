@@ -164,6 +164,26 @@ BAD_CONFIGS = [
         id="api-url-with-key",
     ),
     pytest.param(
+        minimal(api={"url": "https://user:s3cret@api.example.test/x"}),
+        ["api.url: must not carry a user name or password"],
+        id="api-url-with-password",
+    ),
+    pytest.param(
+        minimal(api={"url": "https://api.example.test:99999/x"}),
+        ["api.url: is not a valid URL (Port out of range 0-65535)"],
+        id="api-url-bad-port",
+    ),
+    pytest.param(
+        minimal(api={"url": "https://api.example.test/a b"}),
+        ["api.url: must be ASCII without spaces (percent-encode the rest)"],
+        id="api-url-with-space",
+    ),
+    pytest.param(
+        minimal(api={"user_agent": "x\r\nX-Injected: 1"}),
+        ["api.user_agent: must be printable text on one line"],
+        id="user-agent-with-newline",
+    ),
+    pytest.param(
         {"accounts": [{"name": "a"}]},
         ["accounts[0]: needs exactly one of rest_key_env, rest_key_file, rest_key (none is set)"],
         id="no-key",

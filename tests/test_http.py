@@ -297,7 +297,7 @@ def test_refused_and_unresolvable(run: Run[Any], unused_tcp_port: int) -> None:
     run(scenario())
 
 
-def test_tls_is_verified(run: Run[Any], tmp_path: Path) -> None:
+def test_tls_is_verified(run: Run[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pki = Pki(tmp_path)
     issued = pki.issue("localhost")
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -313,6 +313,9 @@ def test_tls_is_verified(run: Run[Any], tmp_path: Path) -> None:
             error = await failure(client(server.url).get(QUERY))  # the system's CAs only
             assert error.kind == HttpError.CONNECT
             assert "CERTIFICATE_VERIFY_FAILED" in error.detail
+            # OpenSSL's SSL_CERT_FILE (documented in the README) points the default elsewhere.
+            monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
+            assert (await client(server.url).get(QUERY)).body == RAW
 
     run(scenario())
 
@@ -320,7 +323,7 @@ def test_tls_is_verified(run: Run[Any], tmp_path: Path) -> None:
 def test_the_request_is_exact(run: Run[Any]) -> None:
     async def scenario() -> None:
         async with RawServer(response(BODY)) as server:
-            url = server.url.replace("/traffic-source", "/traffic source") + "?v=2"
+            url = server.url.replace("/traffic-source", "/traffic%20source") + "?v=2"
             await client(url).get(QUERY)
         assert server.requests == [
             b"GET /v1/partners-api/traffic%20source?v=2&" + QUERY.encode() + b" HTTP/1.1\r\n"
@@ -332,7 +335,14 @@ def test_the_request_is_exact(run: Run[Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.test/", "http:///path", "https://user:pw@example.test/"]
+    "url",
+    [
+        "ftp://example.test/",
+        "http:///path",
+        "https://user:pw@example.test/",
+        "https://example.test:99999/",
+        "https://example.test/a b",
+    ],
 )
 def test_urls_it_cannot_use(url: str) -> None:
     with pytest.raises(ValueError):
