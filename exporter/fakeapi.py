@@ -242,6 +242,30 @@ def _window_total(shape: _Shape, rate: float, offset: int, date_from: int, date_
     return round(rate * hours)
 
 
+# One row's values in the vendor's field order (impressions, click, order, revenue, source_name,
+# cvr, ctr): the dicts of traffic_rows() and the bytes of success_body() are both made from these.
+_Row = tuple[int, int, int, int, str, str, str]
+_ROW_FIELDS: Final = ("impressions", "click", "order", "revenue", "source_name", "cvr", "ctr")
+
+
+def _rows(account: FakeAccount, date_from: int, date_to: int) -> list[_Row]:
+    if date_to < date_from:
+        raise ValueError("date_to is before date_from")
+    shape = _shape()
+    rows: list[_Row] = []
+    for source in account.sources:
+        profile = _profile(account.seed, source)
+        rates, offsets = profile.rates, profile.offsets
+        impressions = _window_total(shape, rates[0], offsets[0], date_from, date_to)
+        clicks = min(_window_total(shape, rates[1], offsets[1], date_from, date_to), impressions)
+        orders = min(_window_total(shape, rates[2], offsets[2], date_from, date_to), clicks)
+        revenue = _window_total(shape, rates[3], offsets[3], date_from, date_to) if orders else 0
+        cvr = f"{orders / clicks * 100:.2f}" if clicks else "0.00"
+        ctr = f"{clicks / impressions * 100:.2f}" if impressions else "1.00"
+        rows.append((impressions, clicks, orders, revenue, source, cvr, ctr))
+    return rows
+
+
 def traffic_rows(account: FakeAccount, date_from: int, date_to: int) -> list[dict[str, object]]:
     """Deterministic vendor-shaped rows for the window ``[date_from, date_to)`` (Unix seconds).
 
@@ -251,29 +275,26 @@ def traffic_rows(account: FakeAccount, date_from: int, date_to: int) -> list[dic
     alignment work (partial hours count proportionally). The 30-day rule is the API's, not
     enforced here. A source with no impressions reports ctr ``"1.00"``, like the vendor.
     """
-    if date_to < date_from:
-        raise ValueError("date_to is before date_from")
-    shape = _shape()
-    rows: list[dict[str, object]] = []
-    for source in account.sources:
-        profile = _profile(account.seed, source)
-        rates, offsets = profile.rates, profile.offsets
-        impressions = _window_total(shape, rates[0], offsets[0], date_from, date_to)
-        clicks = min(_window_total(shape, rates[1], offsets[1], date_from, date_to), impressions)
-        orders = min(_window_total(shape, rates[2], offsets[2], date_from, date_to), clicks)
-        revenue = _window_total(shape, rates[3], offsets[3], date_from, date_to) if orders else 0
-        rows.append(
-            {
-                "impressions": impressions,
-                "click": clicks,
-                "order": orders,
-                "revenue": revenue,
-                "source_name": source,
-                "cvr": f"{orders / clicks * 100:.2f}" if clicks else "0.00",
-                "ctr": f"{clicks / impressions * 100:.2f}" if impressions else "1.00",
-            }
-        )
-    return rows
+    return [dict(zip(_ROW_FIELDS, row, strict=True)) for row in _rows(account, date_from, date_to)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_string(text: str) -> str:
+    return json.dumps(text)
+
+
+def success_body(account: FakeAccount, date_from: int, date_to: int) -> bytes:
+    """``json.dumps({"status": "success", "data": traffic_rows(...)})``, written directly.
+
+    The same bytes (tests/test_fakeapi.py checks), at a fraction of the cost: a benchmark's
+    fake answers 20,000 of these a cycle on the exporter's two cores.
+    """
+    parts = [
+        f'{{"impressions": {i}, "click": {c}, "order": {o}, "revenue": {r}, '
+        f'"source_name": {_json_string(name)}, "cvr": "{cvr}", "ctr": "{ctr}"}}'
+        for i, c, o, r, name, cvr, ctr in _rows(account, date_from, date_to)
+    ]
+    return f'{{"status": "success", "data": [{", ".join(parts)}]}}'.encode()
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,6 +439,10 @@ class _Answer:
     status: int
     payload: dict[str, object]
     window: tuple[int, int] | None = None
+    body: bytes | None = None  # already encoded (then ``payload`` is empty)
+
+    def encoded(self) -> bytes:
+        return self.body if self.body is not None else _as_bytes(self.payload)
 
 
 async def _until(deadline: float) -> None:
@@ -765,7 +790,7 @@ class FakeApi:
             if early is not None:
                 return early
 
-        answer = self._answer(request, record.rest_key)
+        answer = self._answer(request, record.rest_key, encoded=spec is None)
         record.kind, record.window = answer.kind, answer.window
         status, content_type = answer.status, _JSON
         if spec is not None and spec.fault in _DATA_FAULTS and answer.kind == "success":
@@ -776,7 +801,7 @@ class FakeApi:
             if spec.fault is Fault.OVERSIZE:
                 # Top-level padding keeps the body valid JSON of the right shape, just too big.
                 answer.payload["debug"] = "x" * spec.size
-        body = _as_bytes(answer.payload)
+        body = answer.encoded()
         await _until(deadline)
         if spec is None or (spec.fault in _DATA_FAULTS and spec.fault is not Fault.OVERSIZE):
             return self._reply(record, status, body, content_type)
@@ -839,8 +864,11 @@ class FakeApi:
             return email.utils.formatdate(self._clock() + value, usegmt=True)
         return str(int(value)) if float(value).is_integer() else str(value)
 
-    def _answer(self, request: web.Request, key: str | None) -> _Answer:
-        """What the vendor would answer: the documented rules, in the order checked."""
+    def _answer(self, request: web.Request, key: str | None, *, encoded: bool = False) -> _Answer:
+        """What the vendor would answer: the documented rules, in the order checked.
+
+        ``encoded``: a success answer comes as ``body`` only (nothing will change its rows).
+        """
         error_status = self.error_status
         account = self._accounts.get(key) if key else None
         if account is None:
@@ -871,6 +899,8 @@ class FakeApi:
         pinned = self._pinned_rows.get(account.rest_key)
         if pinned is not None:
             rows = [dict(row) for row in pinned]
+        elif encoded:
+            return _Answer("success", 200, {}, window, success_body(account, date_from, date_to))
         else:
             rows = traffic_rows(account, date_from, date_to)
         return _Answer("success", 200, {"status": "success", "data": rows}, window)

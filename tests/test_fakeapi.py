@@ -39,6 +39,7 @@ from exporter.fakeapi import (
     demo_accounts,
     generated_accounts,
     main,
+    success_body,
     traffic_rows,
 )
 
@@ -264,6 +265,22 @@ async def test_only_get_on_the_endpoint(fake: FakeApi, session: aiohttp.ClientSe
 
 # ---------------------------------------------------------------------------------------------
 # Figures
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [DOCUMENTED_SOURCES, ("SMS", 'Pop "ups"', "Emailuri ă", "back\\slash", "")],
+    ids=["documented", "odd-names"],
+)
+def test_success_body_is_the_encoded_rows(sources: tuple[str, ...]) -> None:
+    """The fast path writes exactly what json.dumps writes for the rows (answers are bytes)."""
+    windows = [(NOW - DAY, NOW), (NOW - 30 * DAY, NOW), (NOW, NOW), (17, 17 + 3601)]
+    for seed in range(40):
+        account = FakeAccount(f"k{seed}", seed=seed, sources=sources)
+        for date_from, date_to in windows:
+            rows = traffic_rows(account, date_from, date_to)
+            expected = json.dumps({"status": "success", "data": rows}).encode()
+            assert success_body(account, date_from, date_to) == expected
 
 
 def test_traffic_rows_are_deterministic() -> None:
