@@ -353,13 +353,13 @@ async def run_daemon(
             redactor.update(known_secrets)
             new = select_shard(full, options.shard_count, options.shard_index)
             old = poller.config
-            retired = poller.client
+            current = poller.client
             same_endpoint = (new.api.url, new.api.user_agent) == (old.api.url, old.api.user_agent)
             client = None if same_endpoint else _client(new)
-            retired.timeout = new.api.timeout  # requests from now on; a new client has it too
+            current.timeout = new.api.timeout  # requests from now on; a new client has it too
             changes = poller.apply(new, client=client)
-            if client is not None:  # polls under way finish on the old client's connections
-                await retired.close()
+            if client is not None:  # retired: polls under way finish on its connections
+                await current.close()
             if new.polling.interval != old.polling.interval:  # HELP texts name the interval
                 runtime.exposition = AccountsExposition(new.polling.interval)
             state.reload_successful = True
