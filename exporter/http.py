@@ -17,6 +17,7 @@ installed).
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import os
 import socket
@@ -277,7 +278,9 @@ class HttpClient:
         ).encode()
         self._max_body = max_body
         self._keepalive = keepalive
-        self._idle: list[_Connection] = []  # most recently used last
+        # Idle connections, in the order they became idle: reused from the right (the warmest),
+        # dropped from the left once older than ``keepalive`` (not left open for ever).
+        self._idle: collections.deque[_Connection] = collections.deque()
         self._addresses: list[tuple[int, tuple[str, int]]] = []
         self._resolved_at = -DNS_TTL_SECONDS
         self._closed = False
@@ -315,11 +318,12 @@ class HttpClient:
     def _take_idle(self) -> _Connection | None:
         idle = self._idle
         oldest = time.monotonic() - self._keepalive
+        while idle and idle[0].idle_since <= oldest:
+            idle.popleft().abort()
         while idle:
             connection = idle.pop()
-            if not connection.closed and connection.idle_since > oldest:
+            if not connection.closed:
                 return connection
-            connection.abort()
         return None
 
     async def _resolve(self) -> list[tuple[int, tuple[str, int]]]:

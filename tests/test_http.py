@@ -178,6 +178,24 @@ def test_idle_connections_expire(run: Run[Any]) -> None:
     run(scenario())
 
 
+def test_connections_idle_too_long_are_closed_by_the_next_request(run: Run[Any]) -> None:
+    """Not only the one reused: those left over from a busier moment are closed too."""
+
+    async def scenario() -> None:
+        async with RawServer(Answer(response(BODY), delay=0.05)) as server:
+            http = client(server.url, keepalive=0.2)
+            await asyncio.gather(*(http.get(QUERY) for _ in range(4)))  # four connections
+            left_over = list(http._idle)
+            assert len(left_over) == 4
+            await asyncio.sleep(0.3)
+            assert (await http.get(QUERY)).body == RAW  # on a new connection
+            assert all(c.closed for c in left_over) and len(http._idle) == 1
+            await http.close()
+        assert server.connections == 5
+
+    run(scenario())
+
+
 def test_bytes_nobody_asked_for_drop_the_connection(run: Run[Any]) -> None:
     async def scenario() -> None:
         async with RawServer(response(BODY) + b"HTTP/1.1 200 OK\r\n") as server:
