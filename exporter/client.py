@@ -12,7 +12,6 @@ import email.utils
 import json
 import math
 import re
-import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -382,11 +381,8 @@ class TrafficSourceClient:
         timeout: float,
         user_agent: str,
         max_body: int = MAX_BODY_BYTES,
-        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._http = HttpClient(
-            url, user_agent=user_agent, max_body=max_body, ssl_context=ssl_context
-        )
+        self._http = HttpClient(url, user_agent=user_agent, max_body=max_body)
         self._max_body = max_body
         self.timeout = timeout  # a reload may change it; requests under way keep theirs
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,15 +40,10 @@ def response(
     return ("\r\n".join(head) + "\r\n\r\n").encode() + raw
 
 
-Script = Callable[[bytes], Answer]
-
-
 class RawServer:
     """Answers request n (counted over all connections) with ``answers[n]`` (the last repeats)."""
 
-    def __init__(
-        self, *answers: Answer | bytes | Script, tls: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, *answers: Answer | bytes, tls: ssl.SSLContext | None = None) -> None:
         self._answers = list(answers)
         self._tls = tls
         self.requests: list[bytes] = []
@@ -76,11 +70,9 @@ class RawServer:
             writer.close()
         await self._server.wait_closed()
 
-    def _answer_for(self, request: bytes) -> Answer:
+    def _answer_for(self) -> Answer:
         index = min(len(self.requests) - 1, len(self._answers) - 1)
         answer = self._answers[index]
-        if callable(answer):
-            answer = answer(request)
         return answer if isinstance(answer, Answer) else Answer(answer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -93,7 +85,7 @@ class RawServer:
                 except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
                     return
                 self.requests.append(request)
-                answer = self._answer_for(request)
+                answer = self._answer_for()
                 if answer.delay:
                     await asyncio.sleep(answer.delay)
                 writer.write(answer.data)
