@@ -57,7 +57,12 @@ async def _timed(work: Callable[[], Awaitable[None]]) -> float:
     return time.process_time() - started
 
 
-async def _layers(url: str, config_path: Path, requests: int, concurrency: int) -> dict[str, float]:
+LAYERS = ("aiohttp", "http", "client", "poller")
+
+
+async def _layers(
+    url: str, config_path: Path, requests: int, concurrency: int, wanted: Sequence[str]
+) -> dict[str, float]:
     config = load_config(config_path)
     accounts = config.accounts
     http = HttpClient(url, user_agent="bench", max_body=1 << 20)
@@ -97,15 +102,12 @@ async def _layers(url: str, config_path: Path, requests: int, concurrency: int) 
             if not all(s.up for s in snapshots):
                 raise RuntimeError("a poll failed")
 
+        runs = {"aiohttp": all_bare, "http": all_own, "client": all_fetch, "poller": all_polls}
         await all_fetch()  # warm: connections open, code paths run once
         await all_own()
-        await all_bare()
-        layers = {
-            "aiohttp": await _timed(all_bare),
-            "http": await _timed(all_own),
-            "client": await _timed(all_fetch),
-            "poller": await _timed(all_polls),
-        }
+        if "aiohttp" in wanted:
+            await all_bare()
+        layers = {layer: await _timed(runs[layer]) for layer in LAYERS if layer in wanted}
     await http.close()
     return layers
 
@@ -116,7 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05, help="fake API latency (s)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--layers",
+        default=",".join(LAYERS),
+        help=f"comma-separated layers to time (default: {','.join(LAYERS)})",
+    )
     args = parser.parse_args(argv)
+    wanted = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
+    if unknown := [layer for layer in wanted if layer not in LAYERS]:
+        parser.error(f"unknown layers: {', '.join(unknown)} (known: {', '.join(LAYERS)})")
     accounts = args.requests // 2  # two windows each: poll_all_once sends args.requests
     samples: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
@@ -128,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             url = f"http://127.0.0.1:{port}/v1/partners-api/traffic-source"
             config = _config(Path(tmp) / "config.yaml", url, accounts, args.concurrency)
             for _ in range(args.repeat):
-                run = eventloop.run(_layers(url, config, args.requests, args.concurrency))
+                run = eventloop.run(_layers(url, config, args.requests, args.concurrency, wanted))
                 for layer, seconds in run.items():
                     samples.setdefault(layer, []).append(seconds / args.requests)
     print(f"CPU per request, {args.requests:,} requests, {args.concurrency} at a time, ", end="")

@@ -53,8 +53,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -180,18 +180,37 @@ def process(
 
 
 @contextmanager
-def profiler(pid: int, output: Path | None, workdir: Path) -> Iterator[None]:
-    """Record the process with py-spy (collapsed stacks) while the block runs."""
+def profiler(
+    pids: Mapping[str, int], output: Path | None, workdir: Path
+) -> Iterator[Callable[[], None]]:
+    """Record each process with py-spy (collapsed stacks) until the yielded ``stop`` is called.
+
+    ``pids`` names the processes; each profile goes to ``output`` with the name inserted
+    (``exporter-10000.txt`` → ``exporter-10000.fake-1.txt``). ``stop`` is called at the end of
+    the poll cycle, so the profiles hold start-up (``load_config``, ``_serve``) and the cycle.
+    """
     if output is None:
-        yield
+        yield lambda: None
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    args = [spy, "record", "--format", "raw", "--rate", "200", "-o", str(output), "-p", str(pid)]
-    with process(args, workdir / "py-spy.log") as child:
-        time.sleep(1)  # py-spy needs a moment to attach
-        yield
-        child.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        child.wait(30)
+    with ExitStack() as stack:
+        children = []
+        for name, pid in pids.items():
+            target = output if name == "exporter" else output.with_suffix(f".{name}.txt")
+            args = [spy, "record", "--format", "raw", "--rate", "200", "-o", str(target)]
+            log = workdir / f"py-spy-{name}.log"
+            children.append(stack.enter_context(process([*args, "-p", str(pid)], log)))
+        time.sleep(1)  # py-spy needs a moment to attach (start-up takes longer)
+
+        def stop() -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            for child in children:
+                child.wait(30)
+
+        yield stop
+        stop()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -199,12 +218,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and its live children (the fake API's workers)."""
+def process_tree(pid: int) -> list[int]:
+    """A process and its live children (the fake API's workers)."""
     children: list[int] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         children += [int(c) for c in (task / "children").read_text().split()]
-    return cpu_seconds(pid) + sum(cpu_seconds(c) for c in children)
+    return [pid, *children]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its live children (the fake API's workers)."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
 
 
 def machine_busy() -> float:
@@ -385,11 +409,14 @@ def _run(settings: Settings, result: Result, workdir: Path) -> None:
             "--web.listen-address", f"127.0.0.1:{exporter_port}",
             "--debug.loop-lag", f"{round(settings.lag_window * 1000)}ms",
         ]  # fmt: skip
-        with (
-            process(exporter_args, workdir / "exporter.log", env) as exporter,
-            profiler(exporter.pid, settings.profile, workdir),
-        ):
-            text = _measure_exporter(settings, result, exporter, fake.pid, exporter_port)
+        with process(exporter_args, workdir / "exporter.log", env) as exporter:
+            pids = {"exporter": exporter.pid} | {
+                f"fake-{number}": pid for number, pid in enumerate(process_tree(fake.pid), 1)
+            }
+            with profiler(pids, settings.profile, workdir) as cycle_over:
+                text = _measure_exporter(
+                    settings, result, exporter, fake.pid, exporter_port, cycle_over
+                )
         if settings.workdir is not None:
             (workdir / "metrics.prom").write_text(text)
         if settings.naive_scrapes == 0:
@@ -421,6 +448,7 @@ def _measure_exporter(
     exporter: subprocess.Popen[bytes],
     fake_pid: int,
     port: int,
+    on_ready: Callable[[], None],
 ) -> str:
     # Start-up (reading a config of N accounts) is not part of the cycle: the cycle starts
     # when the poller does, just before the first request is answered.
@@ -460,6 +488,7 @@ def _measure_exporter(
                 break
             time.sleep(0.1)  # /-/ready looks at every account: not too often
         ready = time.monotonic()
+        on_ready()
     finally:
         cycle_over.set()
         scraping.join()
@@ -703,7 +732,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="runs per size; the run with the median cycle is shown",
     )
     add("--json", type=Path, help="also write the results as JSON to this file")
-    add("--profile", type=Path, help="py-spy profile of the exporter to DIR/exporter-N.txt")
+    add(
+        "--profile",
+        type=Path,
+        help="py-spy profiles up to the cycle's end: DIR/exporter-N.txt, DIR/exporter-N.fake-K.txt",
+    )
     args = parser.parse_args(argv)
     results = []
     for size in (int(s) for s in args.accounts.split(",")):

@@ -7,7 +7,6 @@ aiohttp message is ever passed on: messages are built here from safe parts only.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import math
@@ -201,31 +200,78 @@ def parse_rows(data: Any) -> tuple[TrafficRow, ...]:
         raise ValueError("data is not a list")
     rows: list[TrafficRow] = []
     seen: set[str] = set()
+    plain = _PLAIN.fullmatch
     for i, item in enumerate(data):
-        if not isinstance(item, dict):
-            raise ValueError(f"data[{i}] is not an object")
-        name = item.get("source_name")
-        name = _safe_text(name, MAX_SOURCE_NAME) if isinstance(name, str) else ""
-        if not name:  # absent, or nothing printable in it
-            raise ValueError(f"data[{i}].source_name is missing or empty")
-        if name in seen:
-            raise ValueError(f"source_name {name!r} appears twice")
-        seen.add(name)
-        try:
-            rows.append(
-                TrafficRow(  # positional: half the cost of keywords, in field order
-                    name,
-                    _count(item, "impressions"),
-                    _count(item, "click"),
-                    _count(item, "order"),
-                    _amount(item, "revenue", percent=False),
-                    _amount(item, "ctr", percent=True),
-                    _amount(item, "cvr", percent=True),
+        # The usual row, checked inline (20,000 answers a cycle at 10,000 accounts): a clean
+        # name, whole counts in range, revenue a whole number and ctr/cvr plain decimal text.
+        # Anything else takes the general path, checked_row, which accepts or rejects it.
+        if type(item) is dict:
+            name = item.get("source_name")
+            impressions, clicks = item.get("impressions"), item.get("click")
+            orders, revenue = item.get("order"), item.get("revenue")
+            ctr, cvr = item.get("ctr"), item.get("cvr")
+            if (
+                type(name) is str
+                and len(name) <= MAX_SOURCE_NAME
+                and name.isprintable()
+                and (name := name.strip())
+                and name not in seen
+                and type(impressions) is int
+                and 0 <= impressions <= MAX_COUNT
+                and type(clicks) is int
+                and 0 <= clicks <= MAX_COUNT
+                and type(orders) is int
+                and 0 <= orders <= MAX_COUNT
+                and type(revenue) is int
+                and 0 <= revenue <= MAX_COUNT
+                and type(ctr) is str
+                and plain(ctr)
+                and type(cvr) is str
+                and plain(cvr)
+            ):
+                seen.add(name)
+                rows.append(
+                    TrafficRow(
+                        name,
+                        impressions,
+                        clicks,
+                        orders,
+                        float(revenue),
+                        float(ctr + "e-2"),  # as _shifted: the exact decimal, rounded once
+                        float(cvr + "e-2"),
+                    )
                 )
-            )
-        except ValueError as exc:
-            raise ValueError(f"data[{i}] ({name}): {exc}") from None
+                continue
+        rows.append(checked_row(i, item, seen))
     return tuple(rows)
+
+
+def checked_row(i: int, item: Any, seen: set[str]) -> TrafficRow:
+    """Row ``i`` validated in full, every lenient form accepted (``parse_rows``' general path).
+
+    Adds the row's name to ``seen``; raises ``ValueError`` naming the row and the problem.
+    """
+    if not isinstance(item, dict):
+        raise ValueError(f"data[{i}] is not an object")
+    name = item.get("source_name")
+    name = _safe_text(name, MAX_SOURCE_NAME) if isinstance(name, str) else ""
+    if not name:  # absent, or nothing printable in it
+        raise ValueError(f"data[{i}].source_name is missing or empty")
+    if name in seen:
+        raise ValueError(f"source_name {name!r} appears twice")
+    seen.add(name)
+    try:
+        return TrafficRow(  # positional: half the cost of keywords, in field order
+            name,
+            _count(item, "impressions"),
+            _count(item, "click"),
+            _count(item, "order"),
+            _amount(item, "revenue", percent=False),
+            _amount(item, "ctr", percent=True),
+            _amount(item, "cvr", percent=True),
+        )
+    except ValueError as exc:
+        raise ValueError(f"data[{i}] ({name}): {exc}") from None
 
 
 _VENDOR_MESSAGES = (
@@ -415,10 +461,14 @@ class TrafficSourceClient:
 
     async def _request(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
         query = f"rest_key={_quote(key.reveal())}&date_from={date_from}&date_to={date_to}"
-        async with asyncio.timeout(self.timeout):
-            response = await self._http.get(query)
+        response = await self._http.get(query, timeout=self.timeout)
         return classify_response(response.status, response.body, response.retry_after)
 
 
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what percent-encoding leaves as it is
+
+
 def _quote(text: str) -> str:
+    if _UNRESERVED.fullmatch(text):  # the usual key: nothing to encode, and 10x faster to see
+        return text
     return urllib.parse.quote(text, safe="")

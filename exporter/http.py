@@ -6,8 +6,8 @@ its time on what this exporter never uses (cookies, redirects, proxies, multipar
 per-request header and URL objects); measured with ``python -m bench.client`` it cost 2-3 times
 the CPU per request of this one (docs/benchmarks.md). This client does only what the exporter
 needs: GET, keep-alive, bodies framed by Content-Length, chunked encoding or the connection's
-close, gzip/deflate bodies, a body cap, a total timeout, and errors whose text never holds the
-URL (the key travels in its query string).
+close, gzip/deflate bodies, a body cap, a total timeout (one timer per request), and errors
+whose text never holds the URL (the key travels in its query string).
 
 Parsing is httptools (llhttp: Node.js's parser, also behind aiohttp's C parser); sockets, TLS
 (certificates verified against the system's CAs, SNI) and DNS are asyncio's (uvloop's when
@@ -226,7 +226,11 @@ class _Connection(asyncio.Protocol):
         self.reusable = not self.closed and self._parser.should_keep_alive()
         self._waiter.set_result(Response(self._status, body, self._retry_after))
 
-    def _fail(self, error: HttpError) -> None:
+    def time_out(self) -> None:
+        """The request's time is up: it fails with ``TimeoutError``, the connection closes."""
+        self._fail(TimeoutError())
+
+    def _fail(self, error: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
         self.abort()
@@ -285,21 +289,32 @@ class HttpClient:
         self._resolved_at = -DNS_TTL_SECONDS
         self._closed = False
 
-    async def get(self, query: str) -> Response:
+    async def get(self, query: str, *, timeout: float | None = None) -> Response:  # noqa: ASYNC109
         """One GET of ``url?query`` (``query`` already encoded); raises ``HttpError``.
 
-        The caller bounds it in time (``asyncio.timeout``): cancelled, its connection is closed.
+        ``timeout`` bounds the whole request (connecting included): past it, ``TimeoutError``
+        and the connection is closed, as when the caller cancels it. Kept to one timer per
+        request, not ``asyncio.timeout`` (its context manager, task lookups and rescheduling
+        cost more than the rest of a keep-alive request's own bookkeeping).
         A kept-alive connection that the server had closed in the meantime is not a failure:
-        the request goes again on another.
+        the request goes again on another, within the same timeout.
         """
         request = self._start + query.encode("ascii") + self._rest
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             connection = self._take_idle()
             reused = connection is not None
             if connection is None:
-                connection = await self._connect()
+                if deadline is None:
+                    connection = await self._connect()
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        connection = await self._connect()
+            waiter = connection.exchange(request, self._max_body)
+            timer = None if deadline is None else loop.call_at(deadline, connection.time_out)
             try:
-                response = await connection.exchange(request, self._max_body)
+                response = await waiter
             except HttpError as error:
                 stale = error.kind == HttpError.DISCONNECTED and connection.received_nothing
                 if reused and stale:
@@ -308,6 +323,9 @@ class HttpClient:
             except BaseException:  # cancelled or timed out mid-exchange: never reuse it
                 connection.abort()
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
             if connection.reusable and not self._closed:
                 connection.idle_since = time.monotonic()
                 self._idle.append(connection)

@@ -240,9 +240,7 @@ class Poller:
         started = time.monotonic()
         now = self._clock()
         gate = RetryAfterGate()  # a Retry-After for one window holds back all of them
-        outcomes = await asyncio.gather(
-            *(self._fetch(account, w, now, gate) for w in account.windows)
-        )
+        outcomes = await self._fetch_windows(account, now, gate)
         finished = self._clock()
         # A reload while the requests were out may have changed or removed the account: the
         # snapshot takes the labels, interval and windows in force now, not those of the start.
@@ -275,6 +273,31 @@ class Poller:
                 "seconds": round(time.monotonic() - self._first_round_started, 3),
             },
         )
+
+    async def _fetch_windows(
+        self, account: AccountConfig, now: float, gate: RetryAfterGate
+    ) -> list[_WindowOutcome]:
+        """Every window of the account, concurrently, in the order configured.
+
+        The first window runs in this task, the others in a task each: one task fewer per
+        poll than ``asyncio.gather`` and no gathering future (20,000 requests a cycle at 10,000
+        accounts; every task and future is also an object for the collector to walk while it
+        is under way). If this is cancelled, or a window fails with an unexpected error, the
+        other windows' requests are cancelled too.
+        """
+        if not account.windows:  # the config never allows it; a hand-made account might
+            return []
+        first, *more = account.windows
+        others = [asyncio.create_task(self._fetch(account, w, now, gate)) for w in more]
+        try:
+            outcomes = [await self._fetch(account, first, now, gate)]
+            for task in others:
+                outcomes.append(await task)
+        except BaseException:
+            for task in others:
+                task.cancel()
+            raise
+        return outcomes
 
     async def _fetch(
         self, account: AccountConfig, window: Window, now: float, gate: RetryAfterGate

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from exporter.client import MAX_COUNT, _amount, _count, _safe_text
+from exporter.client import MAX_COUNT, _amount, _count, _safe_text, checked_row, parse_rows
 
 
 def general_safe_text(text: str, limit: int) -> str:
@@ -64,3 +66,53 @@ def test_booleans_are_still_refused() -> None:
         _count({"click": True}, "click")
     with pytest.raises(ValueError, match="boolean"):
         _amount({"revenue": False}, "revenue", percent=False)
+
+
+def _outcome(parse: Callable[[list[object]], object], rows: list[object]) -> object:
+    try:
+        return parse(rows)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+def test_inline_row_path_agrees_with_the_general_one() -> None:
+    """parse_rows checks the usual row inline: it must accept, reject and round exactly as
+    checked_row (the general path) does, on usual rows and on every edge around them."""
+    rng = random.Random(20261124)
+    names = [
+        "Newsletter",
+        " Pop-ups ",
+        "x" * 100,
+        "x" * 101,
+        "",
+        "  ",
+        "Ünïcödé",
+        "a\tb",
+        "a\u009bb",
+    ]
+    counts: list[object] = [0, 1, 12345, MAX_COUNT, MAX_COUNT + 1, -1, True, 1.0, "7", None]
+    decimals: list[object] = ["0.00", "1.36", "100.00", "7", "0.1", "999999999999999.99"]
+    decimals += ["1e3", "-1.00", " 1.00", "1.", "", 1, 1.5, None, "\u0661.\u0663"]
+    checked = 0
+    for _ in range(4000):
+        row: dict[str, object] = {
+            "impressions": rng.choice(counts[:4]) if rng.random() < 0.8 else rng.choice(counts),
+            "click": rng.choice(counts[:4]) if rng.random() < 0.8 else rng.choice(counts),
+            "order": rng.choice(counts[:4]) if rng.random() < 0.8 else rng.choice(counts),
+            "revenue": rng.choice(counts[:4]) if rng.random() < 0.8 else rng.choice(decimals),
+            "source_name": rng.choice(names),
+            "cvr": rng.choice(decimals[:6]) if rng.random() < 0.8 else rng.choice(decimals),
+            "ctr": rng.choice(decimals[:6]) if rng.random() < 0.8 else rng.choice(decimals),
+        }
+        if rng.random() < 0.05:
+            del row[rng.choice(list(row))]
+        fast = _outcome(parse_rows, [row])
+        general = _outcome(lambda rows: (checked_row(0, rows[0], set()),), [row])
+        assert fast == general, row
+        assert repr(fast) == repr(general), row  # the same floats, bit for bit
+        checked += isinstance(fast, tuple)
+    assert checked > 1000  # most rows were valid: the inline path really ran
+    usual = {"impressions": 9, "click": 2, "order": 1, "revenue": 5, "cvr": "1.00", "ctr": "2.22"}
+    twice = [{**usual, "source_name": name} for name in ("Newsletter", " Newsletter")]
+    expected = "ValueError: source_name 'Newsletter' appears twice"
+    assert _outcome(parse_rows, twice) == expected

@@ -301,6 +301,55 @@ def test_a_timeout_closes_the_connection(run: Run[Any]) -> None:
     run(scenario())
 
 
+def test_the_timeout_bounds_the_request(run: Run[Any]) -> None:
+    """get(timeout=): past it, TimeoutError and the connection closed; in time, no trace of it."""
+
+    async def scenario() -> None:
+        answers = (response(BODY), Answer(response(BODY), delay=5), response(BODY))
+        async with RawServer(*answers) as server:
+            http = client(server.url)
+            assert (await http.get(QUERY, timeout=0.3)).body == RAW
+            await asyncio.sleep(0.5)  # the answered request's timer must not close the connection
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await http.get(QUERY, timeout=0.3)
+            assert 0.25 < time.monotonic() - started < 2
+            assert not http._idle
+            assert (await http.get(QUERY, timeout=0.3)).body == RAW
+            await http.close()
+        assert server.connections == 2 and len(server.requests) == 3
+
+    run(scenario())
+
+
+def test_the_timeout_covers_a_body_that_stops_coming(run: Run[Any]) -> None:
+    async def scenario() -> None:
+        async with RawServer(response(BODY)[:-5]) as server:
+            http = client(server.url)
+            with pytest.raises(TimeoutError):
+                await http.get(QUERY, timeout=0.3)
+            assert not http._idle
+            await http.close()
+
+    run(scenario())
+
+
+def test_the_timeout_covers_connecting(run: Run[Any]) -> None:
+    """A TLS handshake that never completes (a plain server that never answers it) times out."""
+
+    async def scenario() -> None:
+        async with RawServer(response(BODY)) as server:
+            http = client(f"https://127.0.0.1:{server.port}/x")
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await http.get(QUERY, timeout=0.3)
+            assert time.monotonic() - started < 2
+            await http.close()
+        assert server.requests == []
+
+    run(scenario())
+
+
 # -- connecting ----------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -56,6 +57,38 @@ async def test_concurrency_limit_is_shared_across_accounts(clients: Clients) -> 
     assert all(s.up for s in snapshots)
     assert fake.count() == 24  # 12 accounts x 2 windows
     assert fake.max_in_flight == 3
+
+
+async def test_an_accounts_windows_go_out_together_and_are_cancelled_together(
+    clients: Clients,
+) -> None:
+    """Three windows of one account are in flight at once, results in the configured order;
+    cancelling the poll cancels every window's request (none is left running)."""
+    fake = await started_fake(["a"], latency=0.2)
+    try:
+        config = make_config(fake.url, ["a"], windows=["30d", "1h", "7d"])
+        poller = poller_for(config, clients, SnapshotStore())
+        snapshot = await poller.poll(config.accounts[0])
+        assert fake.max_in_flight == 3
+        assert [p[0] for p in snapshot.packed_figures] == ["30d", "1h", "7d"]
+
+        fake.set_fault(Fault.HANG)
+        fake.max_in_flight = 0
+        poll = asyncio.create_task(poller.poll(config.accounts[0]))
+        await wait_until(lambda: fake.in_flight == 3)
+        poll.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+        await wait_until(lambda: fake.in_flight == 0, timeout=1.0)  # the API timeout is 2 s
+    finally:
+        await fake.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 async def test_windows_are_requested_ending_now_minus_end_offset(
