@@ -154,10 +154,19 @@ class Result:
 # -- processes --------------------------------------------------------------------------------
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: their sockets stay bound until all are chosen (one at
+    a time, the kernel may hand out the same port twice: it did, and the exporter then
+    could not listen on the fake's port)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @contextmanager
@@ -393,7 +402,7 @@ def run(settings: Settings) -> Result:
 
 def _run(settings: Settings, result: Result, workdir: Path) -> None:
     python = sys.executable
-    fake_port, exporter_port, naive_port = free_port(), free_port(), free_port()
+    fake_port, exporter_port, naive_port = free_ports(3)
     fake_args = [
         python, "-m", "exporter.fakeapi", "--accounts", str(settings.accounts),
         "--latency", str(settings.latency), "--port", str(fake_port),

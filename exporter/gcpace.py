@@ -7,7 +7,7 @@ collections then come seldom and walk hundreds of thousands of objects at once (
 10,000 accounts, see docs/benchmarks.md). The pacer takes over from the automatic collector:
 
 - every ``period`` it collects the young generation, which holds only what the last period left
-  alive (a few milliseconds of work);
+  alive (milliseconds of work);
 - every ``middle_every``-th time, the middle generation too;
 - after a middle collection, the whole heap if the oldest generation has grown by a quarter
   since the last full collection (CPython's own rule). Snapshots replace each other, so in a
@@ -23,8 +23,12 @@ from __future__ import annotations
 import asyncio
 import gc
 
-PERIOD = 0.25  # seconds between young collections (0.1 s: twice the GC time; 1 s: pauses to 50 ms)
-MIDDLE_EVERY = 8  # young collections per middle collection: one every 2 s
+# Seconds between young collections. Each one walks the objects of the requests under way
+# (about 20,000 during a 10,000-account cycle, whatever the period) besides what the period left
+# alive: 0.25 s collected twice as often for the same pauses; at 0.5 s a young collection took
+# 6-22 ms and a middle or full one at most 30 ms (docs/benchmarks.md).
+PERIOD = 0.5
+MIDDLE_EVERY = 4  # young collections per middle collection: one every 2 s
 FULL_GROWTH = 1.25  # a full collection once the oldest generation has grown by this factor
 
 

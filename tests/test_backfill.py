@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from tooling import REPO, require_tool
+from tooling import REPO, free_port, require_tool
 
 from exporter import backfill, cli
 from exporter.config import Config, parse_config, parse_duration
@@ -426,12 +425,6 @@ def test_accounts_and_shards_are_selected() -> None:
 
 
 # --- end to end: promtool and a real Prometheus ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tooling import REPO, require_tool
+from tooling import REPO, free_port, require_tool
 
 import exporter
 
@@ -375,12 +374,6 @@ def test_version(built: BuiltImage) -> None:
     result = built.run("--version")
     assert result.returncode == 0, result.stderr
     assert exporter.__version__ in result.stdout + result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get_status(url: str) -> int:

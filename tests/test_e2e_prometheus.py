@@ -12,7 +12,6 @@ import contextlib
 import json
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,7 +26,7 @@ import pytest
 import yaml
 from test_alerts import ALERTS, EXAMPLE_CONFIG, rules
 from test_dashboard import load_dashboard, panel_queries, variable_query, variables
-from tooling import REPO, missing, require_tool
+from tooling import REPO, free_port, missing, require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -60,12 +59,6 @@ T = TypeVar("T")
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

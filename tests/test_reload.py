@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from tooling import free_port
 
 from exporter.config import parse_config
 from exporter.fakeapi import FakeAccount, FakeApi
@@ -47,12 +47,6 @@ SOON = named("shop-soon", 0.0, 0.03)  # second poll ~15 s after the first
 LATE = named("shop-late", 0.95, 1.0)  # second poll ~44 s after the first: never in a test
 GONE = named("shop-gone", 0.0, 1.0)
 NEW = named("shop-new", 0.0, 1.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def samples(text: str) -> Samples:

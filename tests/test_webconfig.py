@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from tooling import require_tool
+from tooling import free_ports, require_tool
 
 from exporter.client import TrafficSourceClient
 from exporter.config import ConfigError, parse_config
@@ -721,12 +720,6 @@ async def test_basic_auth_without_tls_and_auth_turned_on_at_runtime(
 # -- the daemon, scraped by a real Prometheus ---------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -828,7 +821,7 @@ async def test_prometheus_scrapes_over_https_with_basic_auth_and_a_client_certif
             "basic_auth_users": {USER: hashed(PASSWORD)},
         },
     )
-    port, prom_port = free_port(), free_port()
+    port, prom_port = free_ports(2)
     target = f"127.0.0.1:{port}"
 
     def job(name: str, password: str, client_cert: bool = True) -> dict[str, Any]:
