@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tooling import REPO
+from tooling import REPO, free_ports
 
 ACCOUNTS = 50
 
@@ -57,3 +57,10 @@ def test_client_layers_benchmark_runs_and_every_request_succeeds() -> None:
     assert run.returncode == 0, run.stdout + run.stderr
     layers = [line.split()[0] for line in run.stdout.splitlines()[1:]]
     assert layers == ["aiohttp", "http", "client", "poller"]
+
+
+def test_free_ports_are_different_ports() -> None:
+    """Chosen one at a time, the kernel may hand out one port twice (it did: the exporter then
+    could not listen, the fake had its port); chosen together they never collide."""
+    ports = free_ports(64)
+    assert len(set(ports)) == 64 and all(1024 <= p < 65536 for p in ports)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+
+from bench.harness import free_port, free_ports
+
+__all__ = ["REPO", "free_port", "free_ports", "in_ci", "missing", "require_tool"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,18 +41,3 @@ def require_tool(name: str, *candidates: str) -> str:
         missing(f"{name} is not installed")
         raise AssertionError("unreachable")
     return found
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` different free ports on 127.0.0.1 (all bound at once while they are chosen:
-    one at a time, the kernel may hand out the same port twice)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-
-
-def free_port() -> int:
-    """A free port on 127.0.0.1 for a server a test starts."""
-    return free_ports(1)[0]
