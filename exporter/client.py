@@ -13,7 +13,7 @@ import math
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -441,17 +441,8 @@ class TrafficSourceClient:
     async def close(self) -> None:
         await self._http.close()
 
-    async def fetch(
-        self,
-        key: RestKey,
-        date_from: int,
-        date_to: int,
-        *,
-        on_answer: Callable[[], object] | None = None,
-    ) -> tuple[TrafficRow, ...]:
+    async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
         """One request. Returns the rows or raises ``ApiError``; never anything else.
-
-        ``on_answer``: see ``HttpClient.get`` (called once the answer is in, before it is read).
 
         The key is in the request line, which nothing but the socket ever sees: ``HttpError``
         texts are built from safe parts. The ``ApiError`` raised here is always a fresh one,
@@ -460,7 +451,7 @@ class TrafficSourceClient:
         error may quote the key back).
         """
         try:
-            return await self._request(key, date_from, date_to, on_answer)
+            return await self._request(key, date_from, date_to)
         except ApiError as error:
             failure = _without_secret(error, key.reveal())
         except Exception as exc:  # connection failures and timeouts: reclassified, text safe
@@ -468,15 +459,9 @@ class TrafficSourceClient:
             failure = ApiError(reason, message)
         raise failure from None  # this frame's locals hold no key: only its RestKey wrapper
 
-    async def _request(
-        self,
-        key: RestKey,
-        date_from: int,
-        date_to: int,
-        on_answer: Callable[[], object] | None,
-    ) -> tuple[TrafficRow, ...]:
+    async def _request(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
         query = f"rest_key={_quote(key.reveal())}&date_from={date_from}&date_to={date_to}"
-        response = await self._http.get(query, timeout=self.timeout, on_answer=on_answer)
+        response = await self._http.get(query, timeout=self.timeout)
         return classify_response(response.status, response.body, response.retry_after)
 
 

@@ -25,7 +25,6 @@ import ssl
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable
 from typing import NamedTuple, cast
 
 import httptools
@@ -121,7 +120,6 @@ class _Connection(asyncio.Protocol):
         self._head_done = False
         self._received = False
         self._failure: HttpError | None = None
-        self._on_answer: Callable[[], object] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -199,13 +197,10 @@ class _Connection(asyncio.Protocol):
 
     # -- the exchange -------------------------------------------------------------------------
 
-    def exchange(
-        self, request: bytes, cap: int, on_answer: Callable[[], object] | None = None
-    ) -> asyncio.Future[Response]:
+    def exchange(self, request: bytes, cap: int) -> asyncio.Future[Response]:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
-        self._on_answer = on_answer
         self._cap = cap
         self._body, self._size, self._status = [], 0, 0
         self._retry_after, self._encoding = None, b""
@@ -230,9 +225,6 @@ class _Connection(asyncio.Protocol):
                 return
         self.reusable = not self.closed and self._parser.should_keep_alive()
         self._waiter.set_result(Response(self._status, body, self._retry_after))
-        on_answer, self._on_answer = self._on_answer, None
-        if on_answer is not None and self._retry_after is None:
-            on_answer()
 
     def time_out(self) -> None:
         """The request's time is up: it fails with ``TimeoutError``, the connection closes."""
@@ -297,21 +289,8 @@ class HttpClient:
         self._resolved_at = -DNS_TTL_SECONDS
         self._closed = False
 
-    async def get(
-        self,
-        query: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109  (one timer per request, see below)
-        on_answer: Callable[[], object] | None = None,
-    ) -> Response:
+    async def get(self, query: str, *, timeout: float | None = None) -> Response:  # noqa: ASYNC109
         """One GET of ``url?query`` (``query`` already encoded); raises ``HttpError``.
-
-        ``on_answer`` is called as soon as a complete answer has arrived, from the protocol's
-        callback, before this coroutine resumes: the caller's concurrency slot can go to the
-        next request at once, not after this one's task has had its turn and parsed the body
-        (under load that turn comes a batch of answers later, and the vendor sees no request
-        in flight meanwhile). Not called for a failure, nor for an answer that carries
-        ``Retry-After``: what it asks must be known before the slot is handed on.
 
         ``timeout`` bounds the whole request (connecting included): past it, ``TimeoutError``
         and the connection is closed, as when the caller cancels it. Kept to one timer per
@@ -332,7 +311,7 @@ class HttpClient:
                 else:
                     async with asyncio.timeout_at(deadline):
                         connection = await self._connect()
-            waiter = connection.exchange(request, self._max_body, on_answer)
+            waiter = connection.exchange(request, self._max_body)
             timer = None if deadline is None else loop.call_at(deadline, connection.time_out)
             try:
                 response = await waiter

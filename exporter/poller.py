@@ -110,20 +110,6 @@ class RetryAfterGate:
         return max(0.0, self._until - time.monotonic())
 
 
-class _Slot:
-    """One acquired slot of the concurrency limit, released once whoever comes first."""
-
-    __slots__ = ("_limit",)
-
-    def __init__(self, limit: asyncio.Semaphore) -> None:
-        self._limit: asyncio.Semaphore | None = limit
-
-    def release(self) -> None:
-        if self._limit is not None:
-            self._limit.release()
-            self._limit = None
-
-
 async def fetch_with_retries(
     client: TrafficSourceClient,
     key: RestKey,
@@ -160,21 +146,17 @@ async def fetch_with_retries(
                 return FetchResult(None, error, attempt, failures, 0.0, clock() + wait)
             await asyncio.sleep(wait)
             continue
-        # The slot is the API's: it is freed as soon as the answer is in (on_answer), not
-        # when this task gets round to reading it; at the latest when the attempt ends.
-        await limit.acquire()
-        slot = _Slot(limit)
         try:
-            if gate.remaining() > 0:
-                continue  # told to wait while this request queued for a slot
-            attempt += 1
-            rows = await client.fetch(key, date_from, date_to, on_answer=slot.release)
+            async with limit:
+                if gate.remaining() > 0:
+                    continue  # told to wait while this request queued for a slot
+                attempt += 1
+                rows = await client.fetch(key, date_from, date_to)
         except ApiError as failed:
             error = failed
             failures.append(failed.reason)
             if failed.retry_after is not None:
                 gate.hold(failed.retry_after)
-            slot.release()  # before the back-off: a sleeping retry holds no slot
             not_before = clock() + gate.remaining()
             if not failed.transient or attempt >= retries.attempts:
                 return FetchResult(None, failed, attempt, failures, 0.0, not_before)
@@ -184,8 +166,6 @@ async def fetch_with_retries(
                 return FetchResult(None, failed, attempt, failures, 0.0, not_before)
             await asyncio.sleep(delay)
             continue
-        finally:
-            slot.release()
         return FetchResult(rows, None, attempt, failures, clock(), clock() + gate.remaining())
 
 

@@ -350,28 +350,6 @@ def test_the_timeout_covers_connecting(run: Run[Any]) -> None:
     run(scenario())
 
 
-def test_on_answer_comes_once_the_answer_is_in_and_before_get_returns(run: Run[Any]) -> None:
-    """The poller frees its concurrency slot from on_answer: once per complete answer, before
-    the caller resumes; never for a failure, nor for an answer with Retry-After (the caller
-    must read that first)."""
-
-    async def scenario() -> None:
-        later = response(BODY, status="429 Too Many Requests", headers=("Retry-After: 3",))
-        broken = Answer(response(BODY)[:-5], close=True)
-        async with RawServer(response(BODY), later, broken) as server:
-            http = client(server.url)
-            events: list[str] = []
-            answer = await http.get(QUERY, on_answer=lambda: events.append("answer"))
-            events.append(f"returned {answer.status}")
-            answer = await http.get(QUERY, on_answer=lambda: events.append("answer"))
-            events.append(f"returned {answer.status}")
-            await failure(http.get(QUERY, on_answer=lambda: events.append("answer")))
-            await http.close()
-        assert events == ["answer", "returned 200", "returned 429"]
-
-    run(scenario())
-
-
 # -- connecting ----------------------------------------------------------------------------------
 
 

@@ -23,10 +23,10 @@ import pytest
 from conftest import Clients
 from test_faults import client_for, key_of, make_config, wait_for
 
-from exporter.client import ApiError, ApiErrorReason, TrafficRow
-from exporter.config import Config, RestKey
+from exporter.client import ApiErrorReason
+from exporter.config import Config
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi, Fault
-from exporter.poller import Poller, RetryAfterGate, fetch_with_retries, phase
+from exporter.poller import Poller, phase
 from exporter.store import AccountSnapshot, SnapshotStore
 
 R = ApiErrorReason
@@ -311,57 +311,3 @@ async def test_permanent_failures_do_not_wait_on_other_accounts(
     await asyncio.gather(*(poller.poll(a) for a in config.accounts))
     other = arrivals(fake, key_of("other"))
     assert len(other) == 1 and other[0] - started < 0.5
-
-
-class ScriptedClient:
-    """Stands in for TrafficSourceClient: answers from a script, calling on_answer as the
-    HTTP client does (and twice, to prove the slot is released only once)."""
-
-    def __init__(self, limit: asyncio.Semaphore, *outcomes: object) -> None:
-        self.limit = limit
-        self.outcomes = list(outcomes)
-        self.free_once_answered: list[bool] = []
-
-    async def fetch(
-        self, key: RestKey, date_from: int, date_to: int, *, on_answer: Callable[[], object]
-    ) -> object:
-        await asyncio.sleep(0)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, ApiError):
-            raise outcome  # as the HTTP client: no on_answer for an answer with Retry-After
-        on_answer()
-        on_answer()
-        self.free_once_answered.append(not self.limit.locked())
-        return outcome
-
-
-class RecordingSemaphore(asyncio.Semaphore):
-    def __init__(self, gate: RetryAfterGate) -> None:
-        super().__init__(1)
-        self.gate = gate
-        self.gate_closed_at_release: list[bool] = []
-
-    def release(self) -> None:
-        self.gate_closed_at_release.append(self.gate.remaining() > 0)
-        super().release()
-
-
-async def test_the_slot_is_freed_by_the_answer_once_and_after_retry_after_is_known() -> None:
-    """The slot goes to the next request as soon as the answer is in (on_answer), not when
-    this task has read it; it is released once; and after a Retry-After answer it is released
-    only once the gate holds, so the account's next request cannot slip through."""
-    retries = retry_config("http://127.0.0.1:9/x", attempts=2, initial=0.01, maximum=0.01)
-    gate = RetryAfterGate()
-    limit = RecordingSemaphore(gate)
-    rows = (TrafficRow("Newsletter", 1, 1, 0, 0.0, 1.0, 0.0),)
-    rate_limited = ApiError(ApiErrorReason.RATE_LIMITED, "slow down", status=429, retry_after=0.2)
-    client = ScriptedClient(limit, rate_limited, rows)
-    result = await fetch_with_retries(
-        client,  # type: ignore[arg-type]
-        RestKey(KEY), 1, 2, retries=retries.api.retries, limit=limit,
-        give_up_at=time.monotonic() + 30, clock=time.time, rng=random.Random(1), gate=gate,
-    )  # fmt: skip
-    assert result.rows == rows and result.attempts == 2
-    assert client.free_once_answered == [True]
-    assert limit.gate_closed_at_release == [True, False]  # 429: gate first; success: once
-    assert not limit.locked() and limit._value == 1
