@@ -240,8 +240,11 @@ class _Rendered:
 
 
 # Work units of one refresh() step: looking at an account costs 1, rendering it 25, so a step
-# renders at most 200 accounts (about 10 ms) or looks at 5,000 unchanged ones.
-_STEP = 5000
+# renders at most 50 accounts (1-3 ms) or looks at 1,250 unchanged ones. Every answer that
+# arrives during a step waits for its end, holding its request's concurrency slot: with
+# 200-account steps (5-10 ms) a scrape during the 10,000-account cycle lengthened the slots
+# of the requests around it by about 10 ms (docs/benchmarks.md).
+_STEP = 1250
 _RENDER_COST = 25
 _versions = itertools.count(1)
 
@@ -270,7 +273,7 @@ class AccountsExposition:
     def refresh(self, store: SnapshotStore, now: float) -> Iterator[None]:
         """Bring the cached parts up to date with ``store`` at ``now``.
 
-        A generator: it yields between steps of about 10 ms, for a caller on an event loop to
+        A generator: it yields between steps of a few ms, for a caller on an event loop to
         let other tasks run (rendering 10,000 changed accounts takes half a second). The new
         parts replace the old ones at the end, all at once.
         """
