@@ -497,13 +497,13 @@ def _measure_exporter(
                 break
             time.sleep(0.1)  # /-/ready looks at every account: not too often
         ready = time.monotonic()
-        on_ready()
     finally:
         cycle_over.set()
         scraping.join()
     result.cycle_cpu = cpu_seconds(exporter.pid) - cpu_start
     result.fake_cpu = tree_cpu_seconds(fake_pid) - fake_start
     result.other_cpu = machine_busy() - busy_start - result.cycle_cpu - result.fake_cpu
+    on_ready()  # after the cycle's CPU figures: stopping the profilers takes a while
     result.rss_after_cycle = peak_rss(exporter.pid)
     result.cycle_outside = ready - started
     result.scrape_during_poll = Timings.of(during, 0)

@@ -243,7 +243,7 @@ class _Rendered:
 # renders at most 50 accounts (1-3 ms) or looks at 1,250 unchanged ones. Every answer that
 # arrives during a step waits for its end, holding its request's concurrency slot: with
 # 200-account steps (5-10 ms) a scrape during the 10,000-account cycle lengthened the slots
-# of the requests around it by about 10 ms (docs/benchmarks.md).
+# of the requests around it by 7-9 ms, with 50 by 2-3 ms (docs/benchmarks.md).
 _STEP = 1250
 _RENDER_COST = 25
 _versions = itertools.count(1)
