@@ -11,13 +11,12 @@ the benchmarks; no timing is asserted beyond correctness and lateness.
 from __future__ import annotations
 
 import asyncio
-import gc
 import gzip
 import multiprocessing
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -75,21 +74,6 @@ def accounts_in(body: bytes) -> tuple[int, set[str]]:
 
 async def _no_reload() -> tuple[bool, str]:
     return True, "nothing to reload"
-
-
-@pytest.fixture
-def exporter_sized_heap() -> Iterator[None]:
-    """Keep what earlier tests left on the heap out of the garbage collector's full passes.
-
-    Late in a full test run the process holds far more objects than an exporter ever does, and
-    one full collection of them can pause the loop for longer than the jitter measured here.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 @pytest.mark.usefixtures("exporter_sized_heap")

@@ -18,6 +18,9 @@ from exporter.fakeapi import DOCUMENTED_SOURCES, AccountState, FakeAccount, Fake
 from exporter.poller import Poller, phase
 from exporter.store import SnapshotStore
 
+# Slot and spreading timings to 0.05-0.15 s: no full collection of a test run's heap meanwhile.
+pytestmark = pytest.mark.usefixtures("exporter_sized_heap")
+
 
 def make_config(url: str, names: list[str], interval: float = 300, **top: Any) -> Config:
     data: dict[str, Any] = {

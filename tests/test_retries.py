@@ -33,6 +33,9 @@ R = ApiErrorReason
 NAME = "shop"
 KEY = key_of(NAME)
 
+# Slot and spreading timings to 0.05-0.15 s: no full collection of a test run's heap meanwhile.
+pytestmark = pytest.mark.usefixtures("exporter_sized_heap")
+
 
 class ExtremeRandom(random.Random):
     """Full jitter at its upper (or lower) end, with every draw recorded."""
