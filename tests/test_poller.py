@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import Clients
+from test_faults import wait_for
 
 from exporter.client import ApiError, ApiErrorReason
 from exporter.config import Config, parse_config
@@ -77,20 +77,14 @@ async def test_an_accounts_windows_go_out_together_and_are_cancelled_together(
 
         fake.set_fault(Fault.HANG)
         poll = asyncio.create_task(poller.poll(config.accounts[0]))
-        await wait_until(lambda: fake.in_flight == 3)
+        await wait_for(lambda: fake.in_flight == 3, 5.0, "three requests in flight")
         poll.cancel()
         with pytest.raises(asyncio.CancelledError):
             await poll
-        await wait_until(lambda: fake.in_flight == 0, timeout=1.0)  # the API timeout is 2 s
+        # Well inside the API timeout (2 s), which would end them anyway.
+        await wait_for(lambda: fake.in_flight == 0, 1.0, "every request cancelled")
     finally:
         await fake.close()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_windows_are_requested_ending_now_minus_end_offset(
