@@ -79,6 +79,7 @@ class Settings:
     fake_workers: int = (
         2  # processes of the fake API (one alone limits the cycle, not the exporter)
     )
+    fake_server: str = "lean"  # the fake's HTTP server: "lean" or "aiohttp"
     concurrency: int = 200
     interval: str = "5m"
     scrapes: int = 20
@@ -406,7 +407,7 @@ def _run(settings: Settings, result: Result, workdir: Path) -> None:
     fake_args = [
         python, "-m", "exporter.fakeapi", "--accounts", str(settings.accounts),
         "--latency", str(settings.latency), "--port", str(fake_port),
-        "--workers", str(settings.fake_workers),
+        "--workers", str(settings.fake_workers), "--server", settings.fake_server,
     ]  # fmt: skip
     with process(fake_args, workdir / "fakeapi.log") as fake:
         wait_for_port(fake_port, fake)
@@ -725,6 +726,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--windows", type=int, default=2, help="windows per account (24h, 30d, 7d, 1h)")
     add("--latency", type=float, default=0.05, help="fake API latency in seconds")
     add("--fake-workers", type=int, default=2, help="processes serving the fake API")
+    add(
+        "--fake-server",
+        choices=("lean", "aiohttp"),
+        default="lean",
+        help="the fake API's HTTP server (python -m exporter.fakeapi --server)",
+    )
     add("--concurrency", type=int, default=200, help="the exporter's api.max_concurrency")
     add("--interval", default="5m", help="polling interval (later polls come interval/2 on)")
     add("--scrapes", type=int, default=20, help="timed /metrics scrapes per encoding")
@@ -754,6 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             windows=args.windows,
             latency=args.latency,
             fake_workers=args.fake_workers,
+            fake_server=args.fake_server,
             concurrency=args.concurrency,
             interval=args.interval,
             scrapes=args.scrapes,

@@ -32,12 +32,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType, TracebackType
-from typing import Final, Self
+from typing import Final, Self, cast
 
+import httptools
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
@@ -538,6 +541,10 @@ class FakeApi:
 
     ``clock`` gives the vendor's "now" (the default window ends there); ``record_requests=False``
     keeps :attr:`requests` empty for long benchmarks.
+
+    ``lean=True`` serves the same answers from a lean HTTP/1.1 server (:class:`_LeanConnection`)
+    instead of aiohttp's, at under half the CPU per request; it cannot misbehave
+    (:meth:`set_fault` refuses). The benchmarks use it: the fake shares the exporter's two cores.
     """
 
     def __init__(
@@ -548,6 +555,7 @@ class FakeApi:
         error_status: int = 200,
         clock: Callable[[], float] = time.time,
         record_requests: bool = True,
+        lean: bool = False,
     ) -> None:
         self._accounts: dict[str, FakeAccount] = {a.rest_key: a for a in accounts}
         self._pinned_rows: dict[str, tuple[dict[str, object], ...]] = {}
@@ -561,6 +569,10 @@ class FakeApi:
         self._port: int | None = None
         self._released = asyncio.Event()
         self._busy: set[RequestHandler] = set()  # connections inside _handle
+        self._lean = lean
+        self._lean_server: asyncio.Server | None = None
+        self._lean_connections: set[_LeanConnection] = set()
+        self._refusing = False  # stop_listening() was called (lean: close idle connections)
         self.latency = latency
         self.error_status = error_status
         self.requests: list[RecordedRequest] = []
@@ -577,8 +589,13 @@ class FakeApi:
         ``reuse_port``: several processes may listen on the port (``--workers``); the kernel
         spreads the connections over them.
         """
-        if self._runner is not None:
+        if self._runner is not None or self._lean_server is not None:
             raise RuntimeError("the fake API is already started")
+        if self._lean:
+            self._host = host
+            await self._lean_listen(port, reuse_port)
+            self._released.clear()
+            return self.url
         # aiohttp's low-level server: every path and method comes to _handle (it answers 404
         # and 405 itself), with no application, router or middleware in between (a tenth of the
         # fake's CPU per request, which shares the machine with the exporter in benchmarks).
@@ -613,9 +630,24 @@ class FakeApi:
             raise RuntimeError("the fake API is not started")
         return self._port
 
+    async def _lean_listen(self, port: int, reuse_port: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _LeanConnection(self), self._host, port, reuse_port=reuse_port or None
+        )
+        self._lean_server, self._refusing = server, False
+        self._port = int(server.sockets[0].getsockname()[1])
+
     async def close(self) -> None:
         """Stop serving; hanging and trickling requests are cut off."""
         self._released.set()
+        listener, self._lean_server, self._refusing = self._lean_server, None, False
+        if listener is not None:
+            listener.close()
+        for connection in list(self._lean_connections):
+            connection.abort()
+        if listener is not None:
+            await listener.wait_closed()
         runner, self._runner, self._site = self._runner, None, None
         if runner is not None:
             await runner.cleanup()
@@ -634,6 +666,15 @@ class FakeApi:
 
     async def stop_listening(self) -> None:
         """Refuse new connections (and drop idle kept-alive ones) until resume_listening()."""
+        if self._lean:
+            if self._lean_server is None and not self._refusing:
+                raise RuntimeError("the fake API is not started")
+            listener, self._lean_server, self._refusing = self._lean_server, None, True
+            if listener is not None:
+                listener.close()
+            for lean_connection in list(self._lean_connections):
+                lean_connection.close_when_idle()
+            return
         if self._runner is None:
             raise RuntimeError("the fake API is not started")
         site, self._site = self._site, None
@@ -649,6 +690,12 @@ class FakeApi:
 
     async def resume_listening(self) -> None:
         """Listen again, on the same port."""
+        if self._lean:
+            if self._port is None or (self._lean_server is None and not self._refusing):
+                raise RuntimeError("the fake API is not started")
+            if self._lean_server is None:
+                await self._lean_listen(self._port)
+            return
         if self._runner is None or self._port is None:
             raise RuntimeError("the fake API is not started")
         if self._site is None:
@@ -693,8 +740,10 @@ class FakeApi:
     def set_fault(self, fault: Fault | None, *, key: str | None = None, **params: object) -> None:
         """Misbehave for requests with rest key ``key`` (None: every request; a key's own fault
         wins over the global one). ``fault=None`` clears that scope. See :class:`Fault` for the
-        parameters; ``count=N`` heals after N matching requests.
+        parameters; ``count=N`` heals after N matching requests. Not with ``lean=True``.
         """
+        if fault is not None and self._lean:
+            raise RuntimeError("the lean server cannot misbehave: use FakeApi(lean=False)")
         if fault is None:
             if params:
                 raise TypeError("clearing a fault takes no parameters")
@@ -792,7 +841,7 @@ class FakeApi:
             if early is not None:
                 return early
 
-        answer = self._answer(request, record.rest_key, encoded=spec is None)
+        answer = self._answer(request.query, record.rest_key, encoded=spec is None)
         record.kind, record.window = answer.kind, answer.window
         status, content_type = answer.status, _JSON
         if spec is not None and spec.fault in _DATA_FAULTS and answer.kind == "success":
@@ -867,7 +916,7 @@ class FakeApi:
         return str(int(value)) if float(value).is_integer() else str(value)
 
     def _answer(
-        self, request: web.BaseRequest, key: str | None, *, encoded: bool = False
+        self, query: Mapping[str, str], key: str | None, *, encoded: bool = False
     ) -> _Answer:
         """What the vendor would answer: the documented rules, in the order checked.
 
@@ -880,8 +929,8 @@ class FakeApi:
         if not account.state.served:
             return _Answer("account_inactive", error_status, dict(_ACCOUNT_INACTIVE))
         # Empty parameters count as absent, like the vendor's (Laravel) validator does.
-        raw_from = request.query.get("date_from") or None
-        raw_to = request.query.get("date_to") or None
+        raw_from = query.get("date_from") or None
+        raw_to = query.get("date_to") or None
         if raw_to is not None and raw_from is None:
             return _Answer(
                 "validation_failed", error_status, json.loads(_as_bytes(_VALIDATION_FAILED))
@@ -949,6 +998,182 @@ class FakeApi:
 
 
 # --------------------------------------------------------------------------------------------
+# The lean server (FakeApi(lean=True))
+
+_TEXT: Final = "text/plain; charset=utf-8"
+_SERVER: Final = "retargeting-fakeapi"
+_MAX_URL: Final = 8190  # aiohttp's limit for the request line
+_date_cache: list[object] = [-1, ""]  # (second, its IMF-fixdate)
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return str(_date_cache[1])
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _lean_response(
+    status: int, body: bytes, content_type: str, *, head: bool, keep: bool, extra: str = ""
+) -> bytes:
+    """An HTTP/1.1 response: status line, headers and (unless HEAD) the body."""
+    close = "" if keep else "Connection: close\r\n"
+    header = (
+        f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nDate: {_http_date()}\r\nServer: {_SERVER}\r\n"
+        f"{extra}{close}\r\n"
+    )
+    return header.encode("latin-1") if head else header.encode("latin-1") + body
+
+
+class _LeanConnection(asyncio.Protocol):
+    """One client connection of the lean server.
+
+    HTTP/1.1 parsed by httptools. What it answers comes from :meth:`FakeApi._answer`, as on
+    aiohttp's server: the same statuses, bodies and Content-Type, the latency counted from the
+    request; GET and HEAD only (405, ``Allow: GET``), one path (404), and a malformed request
+    gets 400 and the connection closed. Answers are written to the transport when due, in the
+    order of the requests (pipelining), from one timer per connection: no task, no stream, no
+    request object per request.
+    """
+
+    def __init__(self, fake: FakeApi) -> None:
+        self._fake = fake
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        # (when due, response bytes, keep the connection, the request or None for a 400)
+        self._due: deque[tuple[float, bytes, bool, RecordedRequest | None, int]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._done = False  # nothing more is read: the last answer closes the connection
+        self._close_when_idle = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
+        self._fake._lean_connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fake._lean_connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._fake.in_flight -= sum(1 for entry in self._due if entry[3] is not None)
+        self._due.clear()
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # answered as usual; what follows is not HTTP
+            self._done = True
+            self.close_when_idle()
+        except httptools.HttpParserError:
+            if not self._done:
+                self._done = True
+                body = b"400: Bad Request"
+                response = _lean_response(400, body, _TEXT, head=False, keep=False)
+                self._queue(self._loop.time(), response, False, None, 400)
+
+    def close_when_idle(self) -> None:
+        """Close now if no answer is pending, else after the last one (stop_listening)."""
+        if self._due:
+            self._close_when_idle = True
+        elif self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > _MAX_URL:
+            raise ValueError("request line too long")
+
+    def on_message_complete(self) -> None:
+        if self._done:
+            return
+        fake, parser = self._fake, self._parser
+        now = self._loop.time()
+        method = parser.get_method().decode("ascii", "replace")
+        keep = parser.should_keep_alive()
+        url = httptools.parse_url(self._url)
+        self._url = b""
+        path = urllib.parse.unquote(url.path.decode("utf-8", "replace"))
+        query: dict[str, str] = {}
+        if url.query:
+            for name, value in urllib.parse.parse_qsl(url.query.decode("utf-8", "replace"), True):
+                query.setdefault(name, value)  # the first one wins, as in aiohttp's request.query
+        rest_key = query.get("rest_key")
+        record = RecordedRequest(
+            time.monotonic(), method, path, rest_key, query.get("date_from"), query.get("date_to")
+        )
+        if fake._record:
+            fake.requests.append(record)
+        fake.in_flight += 1
+        fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+        extra = ""
+        if path != ENDPOINT_PATH:
+            record.kind, status, body, content_type = "not_found", 404, b"404: Not Found", _TEXT
+            due = now
+        elif method not in ("GET", "HEAD"):
+            record.kind, status, content_type = "method_not_allowed", 405, _TEXT
+            body, extra, due = b"405: Method Not Allowed", "Allow: GET\r\n", now
+        else:
+            answer = fake._answer(query, rest_key, encoded=True)
+            record.kind, record.window = answer.kind, answer.window
+            status, body, content_type = answer.status, answer.encoded(), _JSON
+            due = now + fake.latency
+        response = _lean_response(
+            status, body, content_type, head=method == "HEAD", keep=keep, extra=extra
+        )
+        if not keep:
+            self._done = True
+        self._queue(due, response, keep, record, status)
+
+    # answering
+
+    def _queue(
+        self, due: float, data: bytes, keep: bool, record: RecordedRequest | None, status: int
+    ) -> None:
+        self._due.append((due, data, keep, record, status))
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._due[0][0], self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        transport, due = self._transport, self._due
+        if transport is None:
+            return
+        now = self._loop.time()
+        while due and due[0][0] <= now:
+            _, data, keep, record, status = due.popleft()
+            if record is not None:
+                self._fake.in_flight -= 1
+                record.status = status
+            transport.write(data)
+            if not keep:
+                transport.close()
+                return
+        if due:
+            self._timer = self._loop.call_at(due[0][0], self._flush)
+        elif self._close_when_idle:
+            transport.close()
+
+
+# --------------------------------------------------------------------------------------------
 # Accounts for the demo and the benchmarks
 
 
@@ -978,14 +1203,19 @@ def generated_accounts(count: int) -> list[FakeAccount]:
 
 
 async def _serve(
-    accounts: list[FakeAccount], host: str, port: int, latency: float, reuse_port: bool
+    accounts: list[FakeAccount],
+    host: str,
+    port: int,
+    latency: float,
+    reuse_port: bool,
+    lean: bool = True,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    fake = FakeApi(accounts, latency=latency, record_requests=False)  # nobody reads them here
+    fake = FakeApi(accounts, latency=latency, record_requests=False, lean=lean)  # nobody reads
     # A real vendor does not work out an account's figures afresh on its first request: fill
     # the per-account caches now, and freeze them, so that a benchmark's first cycle does not
     # measure the fake warming up (with 10,000 accounts that added 2 s to it).
@@ -1026,6 +1256,13 @@ def main(argv: list[str] | None = None) -> int:
         help="serve from N processes on one port (SO_REUSEPORT; Linux), so that the fake is "
         "not what limits a benchmark; needs --port other than 0",
     )
+    parser.add_argument(
+        "--server",
+        choices=("lean", "aiohttp"),
+        default="lean",
+        help="the HTTP server: lean (the default; under half the CPU per request) or aiohttp's "
+        "(the one the tests' faults run on); both give the same answers",
+    )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.latency < 0:
@@ -1044,7 +1281,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         reuse = args.workers > 1 or args.reuse_port
-        eventloop.run(_serve(accounts, args.host, args.port, args.latency, reuse))
+        lean = args.server == "lean"
+        eventloop.run(_serve(accounts, args.host, args.port, args.latency, reuse, lean))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

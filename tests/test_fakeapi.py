@@ -75,9 +75,15 @@ def window_params(date_from: int, date_to: int) -> dict[str, str]:
     return {"date_from": str(date_from), "date_to": str(date_to)}
 
 
+SERVERS = ("aiohttp", "lean")
+#: For tests of what both servers do: ``@BOTH_SERVERS`` runs them with ``fake`` on each.
+BOTH_SERVERS = pytest.mark.parametrize("fake", SERVERS, indirect=True)
+
+
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeApi]:
-    api = FakeApi(ACCOUNTS, clock=lambda: NOW)
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeApi]:
+    """The fake on aiohttp's server (the one that can misbehave), or as parametrized."""
+    api = FakeApi(ACCOUNTS, clock=lambda: NOW, lean=getattr(request, "param", "") == "lean")
     await api.start()
     yield api
     await api.close()
@@ -154,6 +160,7 @@ async def fetch_rows(session: aiohttp.ClientSession, fake: FakeApi, **params: st
         ),
     ],
 )
+@BOTH_SERVERS
 async def test_documented_error_bodies(
     fake: FakeApi,
     session: aiohttp.ClientSession,
@@ -171,6 +178,7 @@ async def test_documented_error_bodies(
 
 
 @pytest.mark.parametrize("error_status", [400, 401, 403, 500])
+@BOTH_SERVERS
 async def test_error_status_changes_only_the_status(
     fake: FakeApi, session: aiohttp.ClientSession, error_status: int
 ) -> None:
@@ -182,6 +190,7 @@ async def test_error_status_changes_only_the_status(
     assert status == 200
 
 
+@BOTH_SERVERS
 async def test_the_documented_success_example_is_served_verbatim_when_pinned(
     fake: FakeApi, session: aiohttp.ClientSession
 ) -> None:
@@ -196,6 +205,7 @@ async def test_the_documented_success_example_is_served_verbatim_when_pinned(
 
 
 @pytest.mark.parametrize("account", [PAID, PAYMENT_ERROR, SUSPENDED])
+@BOTH_SERVERS
 async def test_served_states_answer_in_the_documented_shape(
     fake: FakeApi, session: aiohttp.ClientSession, account: FakeAccount
 ) -> None:
@@ -216,6 +226,7 @@ async def test_served_states_answer_in_the_documented_shape(
     assert fake.requests[-1].window == WINDOW
 
 
+@BOTH_SERVERS
 async def test_an_undocumented_source_is_served_after_the_documented_ones(
     fake: FakeApi, session: aiohttp.ClientSession
 ) -> None:
@@ -224,6 +235,7 @@ async def test_an_undocumented_source_is_served_after_the_documented_ones(
     assert rows[-1]["impressions"] > 0
 
 
+@BOTH_SERVERS
 async def test_thirty_days_exactly_is_allowed_and_one_second_more_is_not(
     fake: FakeApi, session: aiohttp.ClientSession
 ) -> None:
@@ -241,6 +253,7 @@ async def test_thirty_days_exactly_is_allowed_and_one_second_more_is_not(
     assert fake.requests[-1].window == (NOW - MAX_WINDOW_SECONDS, NOW)
 
 
+@BOTH_SERVERS
 async def test_default_windows_end_now(fake: FakeApi, session: aiohttp.ClientSession) -> None:
     rows = await fetch_rows(session, fake, rest_key="key-paid")
     assert rows == traffic_rows(PAID, NOW - MAX_WINDOW_SECONDS, NOW)
@@ -249,6 +262,7 @@ async def test_default_windows_end_now(fake: FakeApi, session: aiohttp.ClientSes
     assert rows == traffic_rows(PAID, NOW - DAY, NOW)
 
 
+@BOTH_SERVERS
 async def test_the_zero_impressions_oddity_over_http(
     fake: FakeApi, session: aiohttp.ClientSession
 ) -> None:
@@ -257,6 +271,7 @@ async def test_the_zero_impressions_oddity_over_http(
     assert {(row["ctr"], row["cvr"]) for row in rows} == {("1.00", "0.00")}
 
 
+@BOTH_SERVERS
 async def test_only_get_on_the_endpoint(fake: FakeApi, session: aiohttp.ClientSession) -> None:
     async with session.post(fake.url, params={"rest_key": "key-paid"}) as response:
         assert response.status == 405
@@ -743,6 +758,7 @@ def test_fault_parameters_are_checked() -> None:
 # Listening, concurrency, latency, bookkeeping
 
 
+@BOTH_SERVERS
 async def test_stop_and_resume_listening(fake: FakeApi, session: aiohttp.ClientSession) -> None:
     url = fake.url
     assert (await fetch(session, fake, rest_key="key-paid"))[0] == 200  # leaves a kept-alive conn
@@ -756,9 +772,10 @@ async def test_stop_and_resume_listening(fake: FakeApi, session: aiohttp.ClientS
     assert (await fetch(session, fake, rest_key="key-paid"))[0] == 200
 
 
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("client_limit", [5, 20])
-async def test_max_in_flight_counts_concurrent_requests(client_limit: int) -> None:
-    async with FakeApi([PAID], latency=0.1) as api:
+async def test_max_in_flight_counts_concurrent_requests(client_limit: int, server: str) -> None:
+    async with FakeApi([PAID], latency=0.1, lean=server == "lean") as api:
         connector = aiohttp.TCPConnector(limit=client_limit)
         async with aiohttp.ClientSession(connector=connector) as client:
             await asyncio.gather(*(fetch(client, api, rest_key="key-paid") for _ in range(20)))
@@ -768,21 +785,24 @@ async def test_max_in_flight_counts_concurrent_requests(client_limit: int) -> No
         assert (api.requests, api.max_in_flight) == ([], 0)
 
 
-async def test_latency_is_added_and_settable(session: aiohttp.ClientSession) -> None:
-    async with FakeApi([PAID], latency=0.3) as api:
+@pytest.mark.parametrize("server", SERVERS)
+async def test_latency_is_added_and_settable(session: aiohttp.ClientSession, server: str) -> None:
+    async with FakeApi([PAID], latency=0.3, lean=server == "lean") as api:
         started = time.monotonic()
         await fetch(session, api, rest_key="key-paid")
         assert time.monotonic() - started >= 0.3
-        api.set_fault(Fault.RATE_LIMIT, key="key-paid")  # faults answer after it too
-        started = time.monotonic()
-        assert (await fetch(session, api, rest_key="key-paid"))[0] == 429
-        assert time.monotonic() - started >= 0.3
+        if server == "aiohttp":
+            api.set_fault(Fault.RATE_LIMIT, key="key-paid")  # faults answer after it too
+            started = time.monotonic()
+            assert (await fetch(session, api, rest_key="key-paid"))[0] == 429
+            assert time.monotonic() - started >= 0.3
         api.latency = 0.0
         started = time.monotonic()
         await fetch(session, api, rest_key="key-paid")
         assert time.monotonic() - started < 0.2
 
 
+@BOTH_SERVERS
 async def test_requests_are_recorded_as_received(
     fake: FakeApi, session: aiohttp.ClientSession
 ) -> None:
@@ -799,6 +819,7 @@ async def test_requests_are_recorded_as_received(
     assert fake.requests_for("key-paid") == [first, third]
 
 
+@BOTH_SERVERS
 async def test_accounts_can_change_at_runtime(
     fake: FakeApi, session: aiohttp.ClientSession
 ) -> None:
@@ -818,6 +839,187 @@ async def test_accounts_can_change_at_runtime(
         fake.remove_account("key-new")
 
 
+# ---------------------------------------------------------------------------------------------
+# The lean server: the same answers as aiohttp's, byte for byte
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes on a new connection; everything received until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+def split_responses(raw: bytes, *, head: bool = False) -> list[tuple[str, dict[str, str], bytes]]:
+    """(status line, headers by lower-case name, body) of each response in ``raw``."""
+    answers = []
+    while raw:
+        header, _, raw = raw.partition(b"\r\n\r\n")
+        status, *lines = header.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+        length = 0 if head else int(headers["content-length"])
+        answers.append((status, headers, raw[:length]))
+        raw = raw[length:]
+    return answers
+
+
+def request_bytes(target: str, method: str = "GET", *, close: bool = True) -> bytes:
+    connection = "Connection: close\r\n" if close else ""
+    return f"{method} {target} HTTP/1.1\r\nHost: fake\r\n{connection}\r\n".encode()
+
+
+TARGETS = [
+    f"{ENDPOINT_PATH}?rest_key=key-paid&date_from={WINDOW[0]}&date_to={WINDOW[1]}",
+    f"{ENDPOINT_PATH}?rest_key=key-sms",
+    f"{ENDPOINT_PATH}?rest_key=key%2Dpaid&date_from={NOW - DAY}",  # percent-encoded
+    f"{ENDPOINT_PATH}?date_from={NOW - DAY}&rest_key=key-paid&rest_key=key-sms",  # first wins
+    f"{ENDPOINT_PATH}?rest_key=key-paid&date_from=&date_to={NOW}",  # blank = absent
+    f"{ENDPOINT_PATH}?rest_key=key-paid&date_from=1+2",  # "+" is a space: not a number
+    f"{ENDPOINT_PATH}?rest_key=key-paid&date_from=%C8%99",  # "ș"
+    f"{ENDPOINT_PATH}?rest_key=key-paid&date_from={NOW - 31 * DAY}",
+    f"{ENDPOINT_PATH}?rest_key=key-inactive",
+    f"{ENDPOINT_PATH}?rest_key=no%20such%20key",
+    f"{ENDPOINT_PATH}?rest_key=key-paid&date_from={NOW}&date_to={NOW - 1}",
+    f"{ENDPOINT_PATH}?rest_key",
+    ENDPOINT_PATH,
+    "/v1/partners-api/traffic%2Dsource?rest_key=key-paid",  # the path is percent-decoded
+    "/v1/partners-api/other?rest_key=key-paid",
+    "/",
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "DELETE"])
+async def test_the_lean_server_answers_like_aiohttps(method: str) -> None:
+    """Status, Content-Type, Content-Length, Allow and body agree for every target."""
+    seen: dict[str, list[tuple[str, dict[str, str], bytes]]] = {}
+    kinds: dict[str, list[str]] = {}
+    for server in SERVERS:
+        async with FakeApi(ACCOUNTS, clock=lambda: NOW, lean=server == "lean") as api:
+            api.error_status = 403
+            seen[server] = []
+            for target in TARGETS:
+                raw = await exchange(api.port, request_bytes(target, method))
+                [answer] = split_responses(raw, head=method == "HEAD")
+                seen[server].append(answer)
+            kinds[server] = [record.kind for record in api.requests]
+    assert len(kinds["lean"]) == len(TARGETS)
+    assert kinds["aiohttp"] == kinds["lean"]
+    for target, theirs, ours in zip(TARGETS, seen["aiohttp"], seen["lean"], strict=True):
+        names = ("content-type", "content-length", "allow")
+        assert ours[0] == theirs[0], target
+        assert {n: ours[1].get(n) for n in names} == {n: theirs[1].get(n) for n in names}, target
+        assert ours[2] == theirs[2], target
+        assert "date" in ours[1]
+    statuses = {status for status, _, _ in seen["lean"]}
+    if method in ("GET", "HEAD"):  # every kind of answer was compared
+        assert statuses == {"HTTP/1.1 200 OK", "HTTP/1.1 403 Forbidden", "HTTP/1.1 404 Not Found"}
+    else:
+        assert statuses == {"HTTP/1.1 405 Method Not Allowed", "HTTP/1.1 404 Not Found"}
+
+
+async def test_the_lean_server_answers_pipelined_requests_in_order() -> None:
+    async with FakeApi(ACCOUNTS, clock=lambda: NOW, latency=0.2, lean=True) as api:
+        data = b"".join(
+            request_bytes(target, close=False)
+            for target in (f"{ENDPOINT_PATH}?rest_key=key-paid", "/nowhere")
+        )
+        data += request_bytes(f"{ENDPOINT_PATH}?rest_key=key-sms", close=True)
+        started = time.monotonic()
+        answers = split_responses(await exchange(api.port, data))
+        elapsed = time.monotonic() - started
+    # The 404 is ready at once but waits for the answer before it; the last closes.
+    assert [status for status, _, _ in answers] == [
+        "HTTP/1.1 200 OK",
+        "HTTP/1.1 404 Not Found",
+        "HTTP/1.1 200 OK",
+    ]
+    assert json.loads(answers[0][2])["data"] == traffic_rows(PAID, NOW - MAX_WINDOW_SECONDS, NOW)
+    assert len(json.loads(answers[2][2])["data"]) == 5  # key-sms: the SMS source too
+    assert answers[2][1]["connection"] == "close" and "connection" not in answers[0][1]
+    assert 0.2 <= elapsed < 1.0  # the latencies overlap: not 0.4
+    assert [r.status for r in api.requests] == [200, 404, 200]
+    assert api.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: fake\r\nContent-Length: x\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: fake\r\n\r\n",
+    ],
+    ids=["not-http", "bad-length", "long-url"],
+)
+async def test_the_lean_server_answers_a_malformed_request_with_400_and_closes(
+    data: bytes,
+) -> None:
+    async with FakeApi(ACCOUNTS, lean=True) as api:
+        [(status, headers, body)] = split_responses(await exchange(api.port, data))
+        assert (status, headers["connection"], body) == (
+            "HTTP/1.1 400 Bad Request",
+            "close",
+            b"400: Bad Request",
+        )
+        assert (api.requests, api.in_flight) == ([], 0)
+        # The server goes on: the next connection is answered.
+        raw = await exchange(api.port, request_bytes(f"{ENDPOINT_PATH}?rest_key=key-paid"))
+        assert split_responses(raw)[0][0] == "HTTP/1.1 200 OK"
+
+
+async def test_the_lean_server_answers_an_upgrade_request_then_closes() -> None:
+    async with FakeApi(ACCOUNTS, lean=True) as api:
+        data = f"GET {ENDPOINT_PATH}?rest_key=key-paid HTTP/1.1\r\nHost: fake\r\n"
+        data += "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\nnot http at all"
+        answers = split_responses(await exchange(api.port, data.encode()))  # ends: closed
+        assert [status for status, _, _ in answers] == ["HTTP/1.1 200 OK"]
+        assert [r.kind for r in api.requests] == ["success"]
+
+
+async def test_the_lean_server_forgets_the_answers_of_a_client_that_left() -> None:
+    """Like aiohttp's server (handler_cancellation): a client's end of sending is its leaving."""
+    async with FakeApi(ACCOUNTS, latency=0.3, lean=True) as api:
+        _, writer = await asyncio.open_connection("127.0.0.1", api.port)
+        writer.write(request_bytes(f"{ENDPOINT_PATH}?rest_key=key-paid", close=False) * 3)
+        await writer.drain()
+        for _ in range(100):
+            if api.in_flight == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert api.in_flight == 3
+        writer.close()
+        for _ in range(100):
+            if api.in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert api.in_flight == 0
+        await asyncio.sleep(0.4)  # past the latency: the cancelled answers do not fire
+        assert [r.status for r in api.requests] == [0, 0, 0]
+
+
+async def test_the_lean_server_cannot_misbehave_and_close_ends_waiting_clients() -> None:
+    api = FakeApi(ACCOUNTS, latency=30, lean=True)
+    with pytest.raises(RuntimeError, match="lean"):
+        api.set_fault(Fault.HANG)
+    api.set_fault(None)  # clearing is fine
+    await api.start()
+    try:
+        waiting = asyncio.create_task(
+            exchange(api.port, request_bytes(f"{ENDPOINT_PATH}?rest_key=key-paid"))
+        )
+        while api.in_flight < 1:
+            await asyncio.sleep(0.01)
+    finally:
+        started = time.monotonic()
+        await api.close()
+    assert await waiting == b""  # cut off, not answered
+    assert time.monotonic() - started < 2
+    with pytest.raises(RuntimeError, match="not started"):
+        await api.stop_listening()
+
+
 def test_demo_accounts() -> None:
     accounts = {account.rest_key: account for account in demo_accounts()}
     assert {
@@ -833,11 +1035,13 @@ def test_demo_accounts() -> None:
     assert [a.rest_key for a in generated_accounts(3)] == ["key-00000", "key-00001", "key-00002"]
 
 
-def test_main_serves_until_interrupted() -> None:
+@pytest.mark.parametrize("server", SERVERS)
+def test_main_serves_until_interrupted(server: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "exporter.fakeapi", "--port", str(port), "--accounts", "3"]
+    command += ["--server", server]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env) as process:
         try:
