@@ -1003,14 +1003,12 @@ class FakeApi:
 _TEXT: Final = "text/plain; charset=utf-8"
 _SERVER: Final = "retargeting-fakeapi"
 _MAX_URL: Final = 8190  # aiohttp's limit for the request line
-_date_cache: list[object] = [-1, ""]  # (second, its IMF-fixdate)
 
 
-def _http_date() -> str:
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[:] = [now, email.utils.formatdate(now, usegmt=True)]
-    return str(_date_cache[1])
+@functools.lru_cache(maxsize=2)
+def _http_date(second: int) -> str:
+    """The Date header's value for a Unix second (asked once a response, made once a second)."""
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def _reason(status: int) -> str:
@@ -1027,8 +1025,8 @@ def _lean_response(
     close = "" if keep else "Connection: close\r\n"
     header = (
         f"HTTP/1.1 {status} {_reason(status)}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nDate: {_http_date()}\r\nServer: {_SERVER}\r\n"
-        f"{extra}{close}\r\n"
+        f"Content-Length: {len(body)}\r\nDate: {_http_date(int(time.time()))}\r\n"
+        f"Server: {_SERVER}\r\n{extra}{close}\r\n"
     )
     return header.encode("latin-1") if head else header.encode("latin-1") + body
 
