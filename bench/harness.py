@@ -63,6 +63,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import metrics
 from exporter.client import ApiErrorReason
 from exporter.config import parse_duration
+from exporter.fakeapi import SERVERS
 
 REPO = Path(__file__).resolve().parent.parent
 WINDOW_CHOICES = ("24h", "30d", "7d", "1h")
@@ -728,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--fake-workers", type=int, default=2, help="processes serving the fake API")
     add(
         "--fake-server",
-        choices=("lean", "aiohttp"),
+        choices=SERVERS,
         default="lean",
         help="the fake API's HTTP server (python -m exporter.fakeapi --server)",
     )

@@ -52,6 +52,7 @@ __all__ = [
     "DOCUMENTED_SOURCES",
     "ENDPOINT_PATH",
     "MAX_WINDOW_SECONDS",
+    "SERVERS",
     "AccountState",
     "FakeAccount",
     "FakeApi",
@@ -572,7 +573,7 @@ class FakeApi:
         self._lean = lean
         self._lean_server: asyncio.Server | None = None
         self._lean_connections: set[_LeanConnection] = set()
-        self._refusing = False  # stop_listening() was called (lean: close idle connections)
+        self._refusing = False  # lean: stopped by stop_listening(), not closed
         self.latency = latency
         self.error_status = error_status
         self.requests: list[RecordedRequest] = []
@@ -1000,6 +1001,8 @@ class FakeApi:
 # --------------------------------------------------------------------------------------------
 # The lean server (FakeApi(lean=True))
 
+#: The HTTP servers the fake can run on (``python -m exporter.fakeapi --server``).
+SERVERS: Final = ("lean", "aiohttp")
 _TEXT: Final = "text/plain; charset=utf-8"
 _SERVER: Final = "retargeting-fakeapi"
 _MAX_URL: Final = 8190  # aiohttp's limit for the request line
@@ -1028,7 +1031,8 @@ def _lean_response(
         f"Content-Length: {len(body)}\r\nDate: {_http_date(int(time.time()))}\r\n"
         f"Server: {_SERVER}\r\n{extra}{close}\r\n"
     )
-    return header.encode("latin-1") if head else header.encode("latin-1") + body
+    head_bytes = header.encode("latin-1")
+    return head_bytes if head else head_bytes + body
 
 
 class _LeanConnection(asyncio.Protocol):
@@ -1256,7 +1260,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--server",
-        choices=("lean", "aiohttp"),
+        choices=SERVERS,
         default="lean",
         help="the HTTP server: lean (the default; under half the CPU per request) or aiohttp's "
         "(the one the tests' faults run on); both give the same answers",
