@@ -30,7 +30,7 @@ from exporter.fakeapi import (
     traffic_rows,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KEY = "client-test-key-7f3a"
 INACTIVE_KEY = "client-test-inactive-2b9c"
 NOW = int(time.time())

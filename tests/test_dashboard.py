@@ -381,9 +381,10 @@ def test_typecheck_rejects_a_broken_dashboard(tmp_path: Path) -> None:
     workdir = NODE_DIR / "generated" / f"broken-{tmp_path.name}"
     workdir.mkdir(parents=True, exist_ok=True)
     project = workdir / "tsconfig.json"
+    up = "../.."  # path inside the repository: workdir is two folders below tests/node
     project.write_text(
         json.dumps(
-            {"extends": "../../tsconfig.json", "files": ["../../dashboard.ts", "dashboard.ts"]}
+            {"extends": f"{up}/tsconfig.json", "files": [f"{up}/dashboard.ts", "dashboard.ts"]}
         ),
         encoding="utf-8",
     )

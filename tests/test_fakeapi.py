@@ -46,7 +46,7 @@ from exporter.fakeapi import (
     traffic_rows,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
 NOW = 1_714_567_890  # the fake's clock: default windows end here
 DAY = 86400
