@@ -688,9 +688,7 @@ async def run(options: Options, config: Config) -> int:
     state_file = StateFile(options.state_file, resume=options.resume)
     try:
         if plan.requests:
-            async with TrafficSourceClient(
-                config.api.url, timeout=config.api.timeout, user_agent=config.api.user_agent
-            ) as client:
+            async with TrafficSourceClient.for_api(config.api) as client:
                 bar = _progress(len(plan.requests))
                 try:
                     outcome = await execute(plan, config, client, state=state_file, progress=bar)

@@ -18,7 +18,6 @@ from aiohttp import web
 from exporter import __version__, eventloop, logs
 from exporter.client import TrafficSourceClient
 from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
-from exporter.gcpace import GcPacer
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
@@ -276,10 +275,7 @@ def summary(config: Config, options: Options) -> str:
 
 
 def _client(config: Config) -> TrafficSourceClient:
-    # The poller's semaphore is the concurrency limit; the client's pool keeps connections warm.
-    return TrafficSourceClient(
-        config.api.url, timeout=config.api.timeout, user_agent=config.api.user_agent
-    )
+    return TrafficSourceClient.for_api(config.api)
 
 
 def _secrets(config: Config) -> list[str]:
@@ -354,8 +350,7 @@ async def run_daemon(
             new = select_shard(full, options.shard_count, options.shard_index)
             old = poller.config
             current = poller.client
-            same_endpoint = (new.api.url, new.api.user_agent) == (old.api.url, old.api.user_agent)
-            client = None if same_endpoint else _client(new)
+            client = None if current.serves(new.api) else _client(new)
             current.timeout = new.api.timeout  # requests from now on; a new client has it too
             changes = poller.apply(new, client=client)
             if client is not None:  # retired: polls under way finish on its connections
@@ -384,8 +379,6 @@ async def run_daemon(
     runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()
-    GcPacer.freeze()  # the configuration and the first snapshots: before serving
-    gc_task = asyncio.create_task(GcPacer().run(), name="garbage collection")
     lag_task = asyncio.create_task(runtime.loop_lag.run()) if runtime.loop_lag else None
     try:
         site = web.TCPSite(
@@ -432,7 +425,6 @@ async def run_daemon(
     finally:
         if lag_task is not None:
             lag_task.cancel()
-        gc_task.cancel()
         await poller.stop()
         await runner.cleanup()
         await poller.client.close()

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from exporter.config import RestKey
+from exporter.config import ApiConfig, RestKey
 from exporter.http import HttpClient, HttpError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -429,8 +429,21 @@ class TrafficSourceClient:
         max_body: int = MAX_BODY_BYTES,
     ) -> None:
         self._http = HttpClient(url, user_agent=user_agent, max_body=max_body)
+        self._url, self._user_agent = url, user_agent
         self._max_body = max_body
         self.timeout = timeout  # a reload may change it; requests under way keep theirs
+
+    @classmethod
+    def for_api(cls, api: ApiConfig) -> TrafficSourceClient:
+        """The client for the ``api:`` section of the configuration."""
+        return cls(api.url, timeout=api.timeout, user_agent=api.user_agent)
+
+    def serves(self, api: ApiConfig) -> bool:
+        """Whether this client can go on serving ``api`` (a reload replaces it otherwise).
+
+        Only the timeout may change on a live client; it applies to requests from then on.
+        """
+        return (api.url, api.user_agent) == (self._url, self._user_agent)
 
     async def __aenter__(self) -> TrafficSourceClient:
         return self

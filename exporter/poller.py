@@ -357,7 +357,7 @@ class Poller:
         windows = {w.name for w in account.windows}
         figures = {p[0]: p for p in previous.packed_figures if p[0] in windows}
         # Unchanged labels and error counts keep the previous objects: a poll then leaves
-        # behind no new long-lived objects but the snapshot itself (see exporter/gcpace.py).
+        # behind no new long-lived objects but the snapshot itself.
         labels = previous.labels if previous.labels == account.labels else _frozen(account.labels)
         errors = previous.errors_total
         requests = previous.requests_total

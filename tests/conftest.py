@@ -45,7 +45,7 @@ def exporter_sized_heap() -> Iterator[None]:
     Late in a full test run the test process holds about 300,000 objects, far more than an
     exporter ever does, and one automatic full collection of them pauses its event loop for
     220-300 ms (measured with ``gc.callbacks``): longer than the timings that the load, poller
-    and retry tests check. (The daemon itself collects in small steps: ``exporter/gcpace.py``.)
+    and retry tests check.
     """
     gc.collect()
     gc.freeze()
