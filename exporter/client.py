@@ -7,24 +7,34 @@ aiohttp message is ever passed on: messages are built here from safe parts only.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import math
+import os
 import re
+import socket
+import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+import aiohttp
+import aiohttp.helpers
+import aiohttp.http_exceptions
+import yarl
+
 from exporter.config import ApiConfig, RestKey
-from exporter.http import HttpClient, HttpError
 
 MAX_BODY_BYTES = 1024 * 1024
 # Counts beyond this are not plausible traffic figures and would lose precision as floats.
 MAX_COUNT = 10**15
 MAX_SOURCE_NAME = 100
 MAX_RETRY_AFTER = 3600.0
+KEEPALIVE_SECONDS = 15.0  # an idle connection is not reused after this (servers close them)
+DNS_TTL_SECONDS = 300
 
 
 class ApiErrorReason(StrEnum):
@@ -370,22 +380,64 @@ def classify_response(
     raise ApiError(ApiErrorReason.INVALID_RESPONSE, f"unexpected answer: {shape}", status=status)
 
 
-def _describe_exception(exc: BaseException, max_body: int) -> tuple[ApiErrorReason, str]:
-    """A safe description of a request that got no complete HTTP answer."""
-    if isinstance(exc, TimeoutError):
+def _strerror(error: OSError | None) -> str:
+    """An OS error's own words ("Connection refused"), never its arguments (they hold addresses)."""
+    if error is None:
+        return "unknown error"
+    if isinstance(error, socket.gaierror | ssl.SSLError):
+        return _safe_text(str(error.strerror or type(error).__name__), 100)
+    if error.errno:
+        return os.strerror(error.errno)
+    return type(error).__name__
+
+
+def _describe_exception(
+    exc: BaseException, max_body: int, proxy: str | None
+) -> tuple[ApiErrorReason, str]:
+    """A safe description of a request that got no usable HTTP answer.
+
+    aiohttp's exception texts embed the request URL, and so the key: only their types and
+    the OS error's own words are used. ``proxy`` is the proxy's ``host:port`` (never its
+    credentials), named when the proxy is what failed.
+    """
+    if isinstance(exc, TimeoutError):  # asyncio's and aiohttp's timeouts are TimeoutErrors
         return ApiErrorReason.TIMEOUT, "no complete answer within the timeout"
-    if isinstance(exc, HttpError):
-        if exc.kind == HttpError.CONNECT:
-            return ApiErrorReason.CONNECTION_ERROR, f"cannot connect: {exc.detail}"
-        if exc.kind == HttpError.DISCONNECTED:
-            return ApiErrorReason.CONNECTION_ERROR, "the server closed the connection"
-        if exc.kind == HttpError.BROKEN_BODY:
-            return ApiErrorReason.CONNECTION_ERROR, "the connection broke while reading the body"
-        if exc.kind == HttpError.TOO_LARGE:
-            size = f"body of {exc.declared} bytes" if exc.declared is not None else "body"
-            return ApiErrorReason.INVALID_RESPONSE, f"{size} is over the {max_body}-byte cap"
-        return ApiErrorReason.CONNECTION_ERROR, f"malformed HTTP answer: {exc.detail}"
-    if isinstance(exc, OSError):
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        where = f"{exc.host}:{exc.port}"  # the proxy's address, from aiohttp's connection key
+        return (
+            ApiErrorReason.CONNECTION_ERROR,
+            f"cannot connect to the proxy {where}: {_strerror(exc.os_error)}",
+        )
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return (
+            ApiErrorReason.CONNECTION_ERROR,
+            f"the proxy {proxy or 'in use'} refused the tunnel: HTTP {exc.status}"
+            f"{' (proxy credentials missing or wrong)' if exc.status == 407 else ''}",
+        )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        detail = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
+        return (
+            ApiErrorReason.CONNECTION_ERROR,
+            f"TLS certificate verification failed: {_safe_text(str(detail), 100)}",
+        )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return ApiErrorReason.CONNECTION_ERROR, f"TLS handshake failed: {_strerror(exc.os_error)}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return (
+            ApiErrorReason.CONNECTION_ERROR,
+            f"cannot resolve: {_strerror(exc.os_error)}",
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ApiErrorReason.CONNECTION_ERROR, f"cannot connect: {_strerror(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ApiErrorReason.CONNECTION_ERROR, "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if isinstance(exc.__cause__, aiohttp.http_exceptions.ContentEncodingError):
+            return ApiErrorReason.INVALID_RESPONSE, "the compressed body cannot be decoded"
+        return ApiErrorReason.CONNECTION_ERROR, "the connection broke while reading the body"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ApiErrorReason.CONNECTION_ERROR, "malformed HTTP answer"
+    if isinstance(exc, aiohttp.ClientError | OSError):
         return ApiErrorReason.CONNECTION_ERROR, f"connection failed ({type(exc).__name__})"
     return ApiErrorReason.CONNECTION_ERROR, f"request failed ({type(exc).__name__})"
 
@@ -414,10 +466,64 @@ def _without_secret(error: ApiError, secret: str) -> ApiError:
     return ApiError(error.reason, message, status=error.status, retry_after=error.retry_after)
 
 
-class TrafficSourceClient:
-    """Fetches one account's traffic-source figures for one window.
+def _redirect_error(response: aiohttp.ClientResponse, api_host: str) -> ApiError:
+    """A 3xx answer: never followed, as the key travels in the query string."""
+    location = response.headers.get("Location", "")
+    try:
+        host = urllib.parse.urlsplit(location).hostname or (api_host if location else None)
+    except ValueError:
+        host = None
+    target = f"to {_safe_text(host, 100)}" if host else "without a usable Location"
+    return ApiError(
+        ApiErrorReason.HTTP_ERROR,
+        f"HTTP {response.status} redirect {target}, not followed",
+        status=response.status,
+    )
 
-    It owns its connections (``exporter.http``): ``close()`` it, or use ``async with``.
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The (decompressed) body, refused as soon as it grows past ``cap`` bytes."""
+    declared = response.content_length
+    if declared is not None and declared > cap:
+        raise ApiError(
+            ApiErrorReason.INVALID_RESPONSE,
+            f"body of {declared} bytes is over the {cap}-byte cap",
+            status=response.status,
+        )
+    if declared is not None and not response.headers.get("Content-Encoding"):
+        return await response.read()  # the parser stops at the declared length, within the cap
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(
+                ApiErrorReason.INVALID_RESPONSE,
+                f"body is over the {cap}-byte cap",
+                status=response.status,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``, ...), if any.
+
+    Only for naming it in messages: requests find it themselves (``trust_env``).
+    """
+    try:
+        proxy, _ = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(url))
+    except LookupError:
+        return None
+    return f"{proxy.host}:{proxy.port}"
+
+
+class TrafficSourceClient:
+    """Fetches one account's traffic-source figures for one window, on one aiohttp session.
+
+    The session is made with the client and closed by ``close()`` (or ``async with``); create
+    the client inside the running event loop. A ``proxy_url`` (which may carry credentials)
+    overrides ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``, which are honoured otherwise.
     """
 
     def __init__(
@@ -427,23 +533,65 @@ class TrafficSourceClient:
         timeout: float,
         user_agent: str,
         max_body: int = MAX_BODY_BYTES,
+        max_concurrency: int = 8,
+        proxy_url: str | None = None,
     ) -> None:
-        self._http = HttpClient(url, user_agent=user_agent, max_body=max_body)
         self._url, self._user_agent = url, user_agent
+        self._max_concurrency, self._proxy_url = max_concurrency, proxy_url
         self._max_body = max_body
         self.timeout = timeout  # a reload may change it; requests under way keep theirs
+        parts = urllib.parse.urlsplit(url)
+        self._api_host = parts.hostname or ""
+        # The query is appended to the URL as text: built once, with the key quoted by _quote.
+        self._prefix = url + ("&" if parts.query else "?") + "rest_key="
+        if proxy_url is not None:
+            proxy = urllib.parse.urlsplit(proxy_url)
+            self._proxy_name: str | None = f"{proxy.hostname}:{proxy.port or 80}"
+        else:
+            self._proxy_name = env_proxy(url)
+        # A context of its own: the CAs are read now (SSL_CERT_FILE / SSL_CERT_DIR included).
+        connector = aiohttp.TCPConnector(
+            limit=max_concurrency,
+            ttl_dns_cache=DNS_TTL_SECONDS,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            ssl=ssl.create_default_context(),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Named, not aiohttp's default: that grows with the codecs installed (br, zstd).
+            headers={
+                "User-Agent": user_agent,
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",
+            },
+            cookie_jar=aiohttp.DummyCookieJar(),  # the API sets none, and none is ever sent
+            trust_env=proxy_url is None,
+            auto_decompress=True,
+        )
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
 
     @classmethod
     def for_api(cls, api: ApiConfig) -> TrafficSourceClient:
         """The client for the ``api:`` section of the configuration."""
-        return cls(api.url, timeout=api.timeout, user_agent=api.user_agent)
+        return cls(
+            api.url,
+            timeout=api.timeout,
+            user_agent=api.user_agent,
+            max_concurrency=api.max_concurrency,
+        )
 
     def serves(self, api: ApiConfig) -> bool:
         """Whether this client can go on serving ``api`` (a reload replaces it otherwise).
 
         Only the timeout may change on a live client; it applies to requests from then on.
         """
-        return (api.url, api.user_agent) == (self._url, self._user_agent)
+        return (api.url, api.user_agent, api.max_concurrency) == (
+            self._url,
+            self._user_agent,
+            self._max_concurrency,
+        )
 
     async def __aenter__(self) -> TrafficSourceClient:
         return self
@@ -452,30 +600,60 @@ class TrafficSourceClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._http.close()
+        """Wait for the requests under way (each bounded by the timeout), then close the session.
+
+        A reload retires a client this way: its last requests finish normally.
+        """
+        await self._drained.wait()
+        await self._session.close()
 
     async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
         """One request. Returns the rows or raises ``ApiError``; never anything else.
 
-        The key is in the request line, which nothing but the socket ever sees: ``HttpError``
-        texts are built from safe parts. The ``ApiError`` raised here is always a fresh one,
-        raised outside any ``except`` block: no ``__context__`` leads back to the frames that
-        held the request, and every spelling of the key is cut out of its message (a vendor
-        error may quote the key back).
+        The key is in the request URL, and so in aiohttp's exceptions and in the frames that
+        handled them. The ``ApiError`` raised here is always a fresh one, raised outside any
+        ``except`` block: no ``__context__`` leads back to aiohttp, its traceback starts in this
+        frame (whose locals hold no URL), and every spelling of the key is cut out of its
+        message (a vendor error may quote the key back).
         """
+        self._in_flight += 1
+        self._drained.clear()
         try:
             return await self._request(key, date_from, date_to)
         except ApiError as error:
             failure = _without_secret(error, key.reveal())
-        except Exception as exc:  # connection failures and timeouts: reclassified, text safe
-            reason, message = _describe_exception(exc, self._max_body)
+        except Exception as exc:  # aiohttp and OS errors: reclassified without their text
+            reason, message = _describe_exception(exc, self._max_body, self._proxy_name)
             failure = ApiError(reason, message)
-        raise failure from None  # this frame's locals hold no key: only its RestKey wrapper
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._drained.set()
+        raise failure from None
 
     async def _request(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
-        query = f"rest_key={_quote(key.reveal())}&date_from={date_from}&date_to={date_to}"
-        response = await self._http.get(query, timeout=self.timeout)
-        return classify_response(response.status, response.body, response.retry_after)
+        url = yarl.URL(
+            f"{self._prefix}{_quote(key.reveal())}&date_from={date_from}&date_to={date_to}",
+            encoded=True,
+        )
+        async with self._session.get(
+            url,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            proxy=self._proxy_url,
+        ) as response:
+            status = response.status
+            if 300 <= status < 400:
+                raise _redirect_error(response, self._api_host)
+            if status == 407 and self._proxy_name is not None:
+                raise ApiError(
+                    ApiErrorReason.CONNECTION_ERROR,
+                    f"the proxy {self._proxy_name} refused the request: HTTP 407"
+                    " (proxy credentials missing or wrong)",
+                    status=status,
+                )
+            body = await _read_capped(response, self._max_body)
+            return classify_response(status, body, response.headers.get("Retry-After"))
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what percent-encoding leaves as it is

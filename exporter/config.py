@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -15,7 +16,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from exporter import __version__
-from exporter.http import url_problem, user_agent_problem
 
 DEFAULT_API_URL = "https://api.retargeting.app/v1/partners-api/traffic-source"
 DEFAULT_USER_AGENT = f"retargeting-exporter/{__version__}"
@@ -35,6 +35,29 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 _UNITS = (("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
 _FORMAT_UNITS = _UNITS[1:]  # like Prometheus, never print weeks: 30d stays 30d
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the API URL (None: it can)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be http:// or https:// with a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if not url.isascii() or any(c.isspace() for c in url):
+        return "must be ASCII without spaces (percent-encode the rest)"
+    return None
+
+
+def user_agent_problem(user_agent: str) -> str | None:
+    """Why ``user_agent`` cannot be sent as a header (None: it can)."""
+    if not user_agent.isprintable():
+        return "must be printable text on one line"
+    return None
 
 
 class ConfigError(Exception):

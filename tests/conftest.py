@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from exporter.client import TrafficSourceClient
+from exporter.config import ApiConfig
 
 
 class Clients:
@@ -23,6 +24,12 @@ class Clients:
 
     def new(self, url: str, *, timeout: float = 2.0, user_agent: str = "t") -> TrafficSourceClient:
         client = TrafficSourceClient(url, timeout=timeout, user_agent=user_agent)
+        self.made.append(client)
+        return client
+
+    def for_api(self, api: ApiConfig) -> TrafficSourceClient:
+        """The client the daemon would make for this ``api:`` section."""
+        client = TrafficSourceClient.for_api(api)
         self.made.append(client)
         return client
 

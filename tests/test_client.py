@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import socket
+import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import Clients
 from rawhttp import Answer, RawServer, response
+from test_webconfig import Pki
 
 from exporter.client import (
     ApiError,
@@ -20,7 +26,7 @@ from exporter.client import (
     classify_response,
     parse_retry_after,
 )
-from exporter.config import RestKey
+from exporter.config import ApiConfig, RestKey
 from exporter.fakeapi import (
     DOCUMENTED_EXAMPLE_ROWS,
     AccountState,
@@ -282,7 +288,7 @@ def test_parse_retry_after() -> None:
 
 
 async def test_request_bytes(clients: Clients) -> None:
-    """One GET with the key escaped in the query, no cookies, no redirects followed."""
+    """One GET with the key escaped in the query, compression accepted, nothing else sent."""
     success = response(fixture("traffic-source-success.json"))
     async with RawServer(success) as server:
         rows = await client_for(clients, server.url).fetch(RestKey("k+y/=1 ü"), 100, 200)
@@ -292,7 +298,8 @@ async def test_request_bytes(clients: Clients) -> None:
         b"GET /v1/partners-api/traffic-source?rest_key=k%2By%2F%3D1%20%C3%BC"
         b"&date_from=100&date_to=200 HTTP/1.1\r\n"
         b"Host: 127.0.0.1:" + str(server.port).encode() + b"\r\n"
-        b"User-Agent: test-agent/1\r\nAccept: application/json\r\nConnection: keep-alive\r\n\r\n"
+        b"User-Agent: test-agent/1\r\nAccept: application/json\r\n"
+        b"Accept-Encoding: gzip, deflate\r\n\r\n"
     )
 
 
@@ -319,3 +326,208 @@ async def test_connection_failure_text_never_holds_the_url(clients: Clients) -> 
             assert info.value.reason is ApiErrorReason.CONNECTION_ERROR
             assert KEY not in str(info.value) and "127.0.0.1" not in str(info.value)
             assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# -- the HTTP layer: aiohttp's client as the exporter sets it up ---------------------------------
+
+SUCCESS = fixture("traffic-source-success.json")
+
+
+def chunked(*parts: bytes) -> bytes:
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    return head + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+async def test_requests_reuse_one_kept_alive_connection(clients: Clients) -> None:
+    async with RawServer(response(SUCCESS)) as server:
+        client = client_for(clients, server.url)
+        for _ in range(3):
+            assert len(await client.fetch(RestKey(KEY), 1, 2)) == 4
+    assert server.connections == 1 and len(server.requests) == 3
+
+
+async def test_requests_under_way_are_limited_to_max_concurrency(clients: Clients) -> None:
+    api = FakeApi([FakeAccount(KEY, seed=1)], latency=0.05)
+    url = await api.start()
+    try:
+        client = clients.for_api(ApiConfig(url=url, timeout=5.0, max_concurrency=3))
+        results = await asyncio.gather(*(client.fetch(RestKey(KEY), 1, 2) for _ in range(12)))
+    finally:
+        await api.close()
+    assert all(len(rows) == 4 for rows in results)
+    assert api.max_in_flight == 3
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        response(gzip.compress(SUCCESS), headers=("Content-Encoding: gzip",)),
+        response(zlib.compress(SUCCESS), headers=("Content-Encoding: deflate",)),
+        chunked(SUCCESS[:100], SUCCESS[100:]),
+        response(SUCCESS, length=False),  # ended by the connection's close
+    ],
+    ids=["gzip", "deflate", "chunked", "until-close"],
+)
+async def test_every_framing_and_compression_gives_the_same_rows(
+    clients: Clients, raw: bytes
+) -> None:
+    answer = Answer(raw, close=b"Content-Length" not in raw and b"chunked" not in raw)
+    async with RawServer(answer) as server:
+        rows = await client_for(clients, server.url).fetch(RestKey(KEY), 1, 2)
+    assert rows == classify_response(200, SUCCESS)
+
+
+BIG = json.dumps({"status": "success", "data": [], "pad": "x" * 5000}).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (response(BIG), f"body of {len(BIG)} bytes is over the 1000-byte cap"),
+        (chunked(BIG[:2000], BIG[2000:]), "body is over the 1000-byte cap"),
+        (response(BIG, length=False), "body is over the 1000-byte cap"),
+        (
+            response(gzip.compress(BIG), headers=("Content-Encoding: gzip",)),
+            "body is over the 1000-byte cap",  # small on the wire, over the cap unpacked
+        ),
+    ],
+    ids=["declared", "chunked", "until-close", "gzip-bomb"],
+)
+async def test_a_body_over_the_cap_is_refused_while_reading(
+    clients: Clients, raw: bytes, message: str
+) -> None:
+    async with RawServer(Answer(raw, close=b"Content-Length" not in raw)) as server:
+        client = TrafficSourceClient(server.url, timeout=2.0, user_agent="t", max_body=1000)
+        clients.made.append(client)
+        error = await fetch_error(client)
+    assert (error.reason, error.message) == (ApiErrorReason.INVALID_RESPONSE, message)
+
+
+async def test_a_lying_content_length_cannot_carry_more_than_it_says(clients: Clients) -> None:
+    body = b'{"status": "success", "data": []}'
+    lying = response(body, headers=(f"Content-Length: {len(body)}",), length=False) + b"x" * 5000
+    async with RawServer(Answer(lying, close=True)) as server:
+        client = TrafficSourceClient(server.url, timeout=2.0, user_agent="t", max_body=1000)
+        clients.made.append(client)
+        try:
+            outcome: object = await client.fetch(RestKey(KEY), 1, 2)
+        except ApiError as error:  # the extra bytes, read as a next answer, are not HTTP
+            outcome = (error.reason, error.message)
+    # The declared body, or a refusal of what follows it; never the 5,000 bytes after it.
+    assert outcome in ((), (ApiErrorReason.CONNECTION_ERROR, "malformed HTTP answer"))
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "message"),
+    [
+        (
+            Answer(b"", close=True),
+            ApiErrorReason.CONNECTION_ERROR,
+            "the server closed the connection",
+        ),
+        (
+            Answer(response(SUCCESS)[:-20], close=True),
+            ApiErrorReason.CONNECTION_ERROR,
+            "the connection broke while reading the body",
+        ),
+        (
+            Answer(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", close=True),
+            ApiErrorReason.CONNECTION_ERROR,
+            "malformed HTTP answer",
+        ),
+        (
+            Answer(response(b"not gzip", headers=("Content-Encoding: gzip",))),
+            ApiErrorReason.INVALID_RESPONSE,
+            "the compressed body cannot be decoded",
+        ),
+    ],
+    ids=["nothing", "short-body", "not-http", "bad-gzip"],
+)
+async def test_broken_answers_are_classified_without_the_url(
+    clients: Clients, answer: Answer, reason: ApiErrorReason, message: str
+) -> None:
+    async with RawServer(answer) as server:
+        error = await fetch_error(client_for(clients, server.url))
+    assert (error.reason, error.message) == (reason, message)
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+async def test_the_timeout_covers_a_body_that_stops_coming(clients: Clients) -> None:
+    async with RawServer(response(SUCCESS)[:-5]) as server:  # the rest never comes
+        error = await fetch_error(client_for(clients, server.url, timeout=0.3))
+    assert (error.reason, error.message) == (
+        ApiErrorReason.TIMEOUT,
+        "no complete answer within the timeout",
+    )
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("http://elsewhere.example/steal?rest_key=x", "HTTP 302 redirect to elsewhere.example"),
+        ("/v2/partners-api/traffic-source?rest_key=x", "HTTP 302 redirect to 127.0.0.1"),
+        (None, "HTTP 302 redirect without a usable Location"),
+    ],
+)
+async def test_a_redirect_is_not_followed_and_names_only_the_host(
+    clients: Clients, location: str | None, message: str
+) -> None:
+    headers = (f"Location: {location}",) if location else ()
+    async with RawServer(response("", status="302 Found", headers=headers)) as server:
+        error = await fetch_error(client_for(clients, server.url))
+        assert len(server.requests) == 1
+    assert (error.reason, error.status) == (ApiErrorReason.HTTP_ERROR, 302)
+    assert error.message == f"{message}, not followed"
+    assert "rest_key" not in error.message and "steal" not in error.message
+
+
+async def test_an_unresolvable_host(clients: Clients) -> None:
+    error = await fetch_error(client_for(clients, "http://api.example.invalid/traffic-source"))
+    assert error.reason is ApiErrorReason.CONNECTION_ERROR
+    assert error.message.startswith("cannot resolve: ")
+    assert "example.invalid" not in error.message
+
+
+async def test_tls_is_verified_against_the_system_cas_or_ssl_cert_file(
+    clients: Clients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = Pki(tmp_path)
+    issued = pki.issue("localhost")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(issued.cert, issued.key)
+    async with RawServer(response(SUCCESS), tls=server_tls) as server:
+        error = await fetch_error(client_for(clients, server.url))  # the system's CAs only
+        assert error.reason is ApiErrorReason.CONNECTION_ERROR
+        assert error.message.startswith("TLS certificate verification failed: ")
+        # OpenSSL's SSL_CERT_FILE (documented in the README) points the default elsewhere.
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
+        trusted = client_for(clients, server.url)
+        for _ in range(2):
+            assert len(await trusted.fetch(RestKey(KEY), 1, 2)) == 4
+    assert len(server.requests) == 2
+
+
+async def test_close_lets_the_requests_under_way_finish(clients: Clients) -> None:
+    """A reload retires a client with close(): its last polls must not fail for it."""
+    async with RawServer(Answer(response(SUCCESS), delay=0.2)) as server:
+        client = TrafficSourceClient(server.url, timeout=5.0, user_agent="t")
+        under_way = asyncio.create_task(client.fetch(RestKey(KEY), 1, 2))
+        while not server.requests:
+            await asyncio.sleep(0.01)
+        await client.close()
+        assert len(await under_way) == 4
+
+
+def test_a_reload_keeps_the_client_only_for_the_same_endpoint() -> None:
+    async def check() -> None:
+        api = ApiConfig(url="http://127.0.0.1:1/x", max_concurrency=4)
+        async with TrafficSourceClient.for_api(api) as client:
+            assert client.serves(api)
+            assert client.serves(replace(api, timeout=99.0))  # applied to later requests
+            assert not client.serves(replace(api, url="http://127.0.0.1:2/x"))
+            assert not client.serves(replace(api, max_concurrency=5))
+            assert not client.serves(replace(api, user_agent="other"))
+
+    asyncio.run(check())

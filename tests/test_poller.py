@@ -44,7 +44,7 @@ async def started_fake(names: list[str], **kwargs: Any) -> FakeApi:
 
 
 def poller_for(config: Config, clients: Clients, store: SnapshotStore) -> Poller:
-    return Poller(config, clients.new(config.api.url, timeout=config.api.timeout), store)
+    return Poller(config, clients.for_api(config.api), store)
 
 
 async def test_concurrency_limit_is_shared_across_accounts(clients: Clients) -> None:
