@@ -391,6 +391,18 @@ def _strerror(error: OSError | None) -> str:
     return type(error).__name__
 
 
+_AUTH = (401, 407)
+
+
+def _proxy_refused(proxy: str, what: str, status: int) -> ApiError:
+    hint = " (proxy credentials missing or wrong)" if status in _AUTH else ""
+    return ApiError(
+        ApiErrorReason.CONNECTION_ERROR,
+        f"the proxy {proxy} refused the {what}: HTTP {status}{hint}",
+        status=status,
+    )
+
+
 def _describe_exception(
     exc: BaseException, max_body: int, proxy: str | None
 ) -> tuple[ApiErrorReason, str]:
@@ -409,11 +421,8 @@ def _describe_exception(
             f"cannot connect to the proxy {where}: {_strerror(exc.os_error)}",
         )
     if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return (
-            ApiErrorReason.CONNECTION_ERROR,
-            f"the proxy {proxy or 'in use'} refused the tunnel: HTTP {exc.status}"
-            f"{' (proxy credentials missing or wrong)' if exc.status == 407 else ''}",
-        )
+        refused = _proxy_refused(proxy or "in use", "tunnel", exc.status)
+        return refused.reason, refused.message
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         detail = getattr(exc.certificate_error, "verify_message", "") or "not trusted"
         return (
@@ -645,15 +654,15 @@ class TrafficSourceClient:
             status = response.status
             if 300 <= status < 400:
                 raise _redirect_error(response, self._api_host)
-            if status == 407 and self._proxy_name is not None:
-                raise ApiError(
-                    ApiErrorReason.CONNECTION_ERROR,
-                    f"the proxy {self._proxy_name} refused the request: HTTP 407"
-                    " (proxy credentials missing or wrong)",
-                    status=status,
-                )
             body = await _read_capped(response, self._max_body)
+        try:
             return classify_response(status, body, response.headers.get("Retry-After"))
+        except ApiError as error:
+            # The vendor asks for no HTTP authentication: through a proxy, a bare 401 or 407 is
+            # the proxy's (tinyproxy answers wrong credentials with 401).
+            if self._proxy_name and error.reason is ApiErrorReason.HTTP_ERROR and status in _AUTH:
+                raise _proxy_refused(self._proxy_name, "request", status) from None
+            raise
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what percent-encoding leaves as it is

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import stat
 import sys
 import time
@@ -33,14 +34,17 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 from conftest import Clients
-from rawhttp import RawServer, response
+from rawhttp import Answer, RawServer, response
 from test_faults import CASES
+from test_webconfig import Pki
+from tinyproxy import Tinyproxy
+from tooling import free_port
 
-from exporter.client import ApiError, ApiErrorReason
+from exporter.client import ApiError, ApiErrorReason, TrafficSourceClient
 from exporter.config import Config, RestKey, load_config, parse_config
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi
 from exporter.logs import JsonFormatter, LogfmtFormatter, Redactor
-from exporter.metrics import AccountsExposition, ExporterState
+from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
@@ -553,3 +557,91 @@ async def test_the_warning_is_logged_at_start_up(tmp_path: Path) -> None:
         assert "readable by other users" not in quiet.stderr
         for run in (once, quiet):
             assert_clean(run.stdout + run.stderr, f"output of {run.args}")
+
+
+# -- every transport failure, through a real proxy too -------------------------------------------
+
+
+@pytest.mark.e2e
+async def test_no_secret_in_any_transport_failure_at_debug_level(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiohttp's exceptions embed the URL (and so the key) and the proxy URL (and so its
+    password): for every way a request can fail below HTTP, nothing the exporter logs (debug
+    level, both formats, before redaction), raises or exports holds either."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    key, password = new_key(), f"{NEEDLE}-proxy-pa55"
+    pki = Pki(tmp_path)
+    issued = pki.issue("localhost")
+    untrusted = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    untrusted.load_cert_chain(issued.cert, issued.key)
+    success = (REPO / "tests" / "fixtures" / "traffic-source-success.json").read_bytes()
+    texts: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    async with (
+        Tinyproxy(tmp_path, user="exporter", password=password) as proxy,
+        RawServer(response(success), tls=untrusted) as tls,
+        RawServer(Answer(response(success), delay=30)) as hung,
+        RawServer(Answer(response(success)[:-40], close=True)) as reset,
+        RawServer(response({"status": "success", "data": [], "pad": "x" * (2 << 20)})) as big,
+    ):
+        dead = f"http://127.0.0.1:{free_port()}/v1/partners-api/traffic-source"
+        kinds: dict[str, tuple[str, str | None, str]] = {
+            "refused": (dead, None, "cannot connect: Connection refused"),
+            "dns": ("http://api.example.invalid/traffic-source", None, "cannot resolve: "),
+            "tls": (tls.url, None, "TLS certificate verification failed: "),
+            "timeout": (hung.url, None, "no complete answer within the timeout"),
+            "reset": (reset.url, None, "the connection broke while reading the body"),
+            "over-cap": (big.url, None, "body of 2097"),
+            "proxy-refused": (
+                big.url,
+                f"http://exporter:{password}@127.0.0.1:{free_port()}",
+                "cannot connect to the proxy 127.0.0.1:",
+            ),
+            "proxy-auth": (
+                big.url,
+                proxy.url(f"exporter:wrong-{password}"),
+                f"the proxy {proxy.address} refused the request: HTTP 401",
+            ),
+        }
+        for kind, (url, proxy_url, message) in kinds.items():
+            data = {
+                "api": {
+                    "url": url,
+                    "timeout": "500ms",
+                    "retries": {"attempts": 1},
+                },
+                "accounts": [{"name": kind, "rest_key_env": "RK_TRANSPORT"}],
+            }
+            config = parse_config(data, env={"RK_TRANSPORT": key}, base_dir=tmp_path)
+            client = TrafficSourceClient(
+                url, timeout=0.5, user_agent="secrets-test", proxy_url=proxy_url
+            )
+            try:
+                error = await failure_of(client.fetch(RestKey(key), 1_700_000_000, 1_700_086_400))
+                assert error is not None, kind
+                texts.extend((f"exception ({kind})", t) for t in exception_texts(error))
+                seen[kind] = error.message
+                assert error.message.startswith(message), (kind, error.message)
+                # The daemon's path: the poller logs the account going down, with its reason.
+                store = SnapshotStore()
+                (snapshot,) = await Poller(config, client, store).poll_all_once()
+                assert not snapshot.up
+                exposition = AccountsExposition(config.polling.interval)
+                body = render_all(exposition, store, ExporterState(accounts=1), time.time())
+                texts.append((f"metrics ({kind})", body.decode()))
+            finally:
+                await client.close()
+    assert set(seen) == set(kinds)
+    records = [r for r in caplog.records if r.levelno >= logging.DEBUG]
+    assert any(r.levelno == logging.DEBUG for r in records)
+    for kind in kinds:  # every failure reached the log, in both formats
+        assert any(kind in text for r in records for text in record_texts(r)), kind
+    for record in records:
+        texts.extend((f"log record {record.name}", t) for t in record_texts(record))
+    for where, text in texts:
+        assert_clean(text, where)
