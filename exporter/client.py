@@ -516,15 +516,17 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
 
 
 def env_proxy(url: str) -> str | None:
-    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``, ...), if any.
+    """The proxy that ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY`` (any case) pick for ``url``.
 
-    Only for naming it in messages: requests find it themselves (``trust_env``).
+    aiohttp's own rules (``trust_env``), credentials (in the variable or ``~/.netrc``) kept.
     """
     try:
-        proxy, _ = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(url))
+        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(url))
     except LookupError:
         return None
-    return f"{proxy.host}:{proxy.port}"
+    if auth is not None:
+        proxy = proxy.with_user(auth.login).with_password(auth.password)
+    return str(proxy)
 
 
 class TrafficSourceClient:
@@ -533,6 +535,7 @@ class TrafficSourceClient:
     The session is made with the client and closed by ``close()`` (or ``async with``); create
     the client inside the running event loop. A ``proxy_url`` (which may carry credentials)
     overrides ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``, which are honoured otherwise.
+    The environment is read when the client is made (at start, and by a reload that replaces it).
     """
 
     def __init__(
@@ -553,11 +556,14 @@ class TrafficSourceClient:
         self._api_host = parts.hostname or ""
         # The query is appended to the URL as text: built once, with the key quoted by _quote.
         self._prefix = url + ("&" if parts.query else "?") + "rest_key="
-        if proxy_url is not None:
-            proxy = urllib.parse.urlsplit(proxy_url)
-            self._proxy_name: str | None = f"{proxy.hostname}:{proxy.port or 80}"
-        else:
-            self._proxy_name = env_proxy(url)
+        # trust_env=True would look the environment up again, in a thread, for every request
+        # (several times the CPU of the request itself: docs/benchmarks.md). A running
+        # process's environment does not change: it is read once, with aiohttp's own rules.
+        self._proxy = proxy_url if proxy_url is not None else env_proxy(url)
+        self._proxy_name: str | None = None  # host:port, for messages (never the credentials)
+        if self._proxy is not None:
+            proxy = urllib.parse.urlsplit(self._proxy)
+            self._proxy_name = f"{proxy.hostname}:{proxy.port or 80}"
         # A context of its own: the CAs are read now (SSL_CERT_FILE / SSL_CERT_DIR included).
         connector = aiohttp.TCPConnector(
             limit=max_concurrency,
@@ -574,7 +580,7 @@ class TrafficSourceClient:
                 "Accept-Encoding": "gzip, deflate",
             },
             cookie_jar=aiohttp.DummyCookieJar(),  # the API sets none, and none is ever sent
-            trust_env=proxy_url is None,
+            trust_env=False,  # the environment's proxy is self._proxy
             auto_decompress=True,
         )
         self._in_flight = 0
@@ -649,7 +655,7 @@ class TrafficSourceClient:
             url,
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            proxy=self._proxy_url,
+            proxy=self._proxy,
         ) as response:
             status = response.status
             if 300 <= status < 400:
