@@ -37,6 +37,8 @@ PROG = "retargeting-exporter"
 
 @dataclass(frozen=True)
 class Options:
+    """What the daemon's command line asked for, validated."""
+
     config_file: str
     listen_host: str | None
     listen_port: int
@@ -54,6 +56,7 @@ class Options:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The daemon's flags (``retargeting-exporter --help``)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Prometheus exporter for the Retargeting.biz Traffic Source partners API.",
@@ -139,6 +142,7 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
+    """Parse and check the flags; ``UsageError`` names the first bad one."""
     args = build_parser().parse_args(argv)
     host, port = parse_listen_address(args.listen)
     path = args.telemetry_path

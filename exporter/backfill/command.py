@@ -63,6 +63,8 @@ def parse_time(text: str, flag: str) -> int:
 
 @dataclass(frozen=True)
 class Options:
+    """What ``backfill``'s command line asked for, validated."""
+
     config_file: str
     start: int
     end: int
@@ -80,6 +82,7 @@ class Options:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``backfill``'s flags (``retargeting-exporter backfill --help``)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Recreate the traffic series of past times from the Retargeting API, as an "
@@ -142,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_options(argv: Sequence[str], now: float) -> Options:
+    """Parse and check the flags (``now`` bounds ``--to``); ``UsageError`` names the problem."""
     args = build_parser().parse_args(argv)
     try:
         step = parse_duration(args.step)

@@ -23,6 +23,8 @@ _ACCOUNT_STOPPERS = frozenset({ApiErrorReason.INVALID_KEY, ApiErrorReason.ACCOUN
 
 
 class Progress(Protocol):
+    """The part of a tqdm progress bar that a run uses."""
+
     def update(self, n: int = 1) -> object: ...
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> object: ...
@@ -31,6 +33,8 @@ class Progress(Protocol):
 
 
 class NoProgress:
+    """No progress bar (standard error is not a terminal, or a test)."""
+
     def update(self, n: int = 1) -> None:
         pass
 
