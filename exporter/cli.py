@@ -3,41 +3,42 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import logging
-import os
 import platform
-import signal
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-
-from aiohttp import web
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from exporter import __version__, eventloop, logs
 from exporter.client import TrafficSourceClient
 from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
-from exporter.looplag import LoopLagMonitor
+from exporter.daemon import Daemon
+from exporter.flags import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    UsageError,
+    add_common_flags,
+    exit_usage,
+    parse_shard_flags,
+    select_shard,
+)
 from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
-from exporter.sharding import parse_shard_index, shard_of
 from exporter.store import SnapshotStore
-from exporter.web import Runtime, make_app
-from exporter.webconfig import WebConfig, WebGuard, load_web_config
+from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
 DEFAULT_PORT = 9817
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """A bad flag value: reported in one line, exit code 2."""
+PROG = "retargeting-exporter"
 
 
 @dataclass(frozen=True)
 class Options:
+    """What the daemon's command line asked for, validated."""
+
     config_file: str
     listen_host: str | None
     listen_port: int
@@ -54,51 +55,10 @@ class Options:
     loop_lag_window: float = 0.0  # --debug.loop-lag; 0: not measured
 
 
-def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every command shares: config file, logging, sharding."""
-    env = os.environ
-    add = parser.add_argument
-    add(
-        "--config.file",
-        dest="config_file",
-        default="config.yaml",
-        metavar="PATH",
-        help="configuration file (default: %(default)s)",
-    )
-    add(
-        "--log.level",
-        dest="log_level",
-        default="info",
-        choices=list(logs.LEVELS),
-        help="minimum level of log messages (default: %(default)s)",
-    )
-    add(
-        "--log.format",
-        dest="log_format",
-        default="logfmt",
-        choices=["logfmt", "json"],
-        help="log line format (default: %(default)s)",
-    )
-    add(
-        "--shard.count",
-        dest="shard_count",
-        default=env.get("RETARGETING_EXPORTER_SHARD_COUNT", "1"),
-        metavar="N",
-        help="split the accounts over N replicas (env RETARGETING_EXPORTER_SHARD_COUNT)",
-    )
-    add(
-        "--shard.index",
-        dest="shard_index",
-        default=env.get("RETARGETING_EXPORTER_SHARD_INDEX", "0"),
-        metavar="I",
-        help="this replica's shard, 0..N-1, or a pod name ending in -I "
-        "(env RETARGETING_EXPORTER_SHARD_INDEX)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The daemon's flags (``retargeting-exporter --help``)."""
     parser = argparse.ArgumentParser(
-        prog="retargeting-exporter",
+        prog=PROG,
         description="Prometheus exporter for the Retargeting.biz Traffic Source partners API.",
         epilog="Other command: `retargeting-exporter backfill --help` writes past windows as "
         "OpenMetrics for promtool (docs/backfill.md).",
@@ -166,20 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def parse_shard_flags(args: argparse.Namespace) -> tuple[int, int]:
-    """``(count, index)`` from ``--shard.count``/``--shard.index``; ``UsageError`` if invalid."""
-    try:
-        count = int(args.shard_count)
-        index = parse_shard_index(str(args.shard_index))
-    except ValueError as exc:
-        raise UsageError(f"--shard.count/--shard.index: {exc}") from None
-    if count < 1 or not 0 <= index < count:
-        raise UsageError(
-            f"--shard.index must be from 0 to --shard.count - 1 (got index {index}, count {count})"
-        )
-    return count, index
-
-
 def parse_listen_address(text: str) -> tuple[str | None, int]:
     """``:9817`` (all interfaces), ``127.0.0.1:9817``, ``[::1]:9817``."""
     if text.startswith("["):
@@ -196,6 +142,7 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
+    """Parse and check the flags; ``UsageError`` names the first bad one."""
     args = build_parser().parse_args(argv)
     host, port = parse_listen_address(args.listen)
     path = args.telemetry_path
@@ -234,14 +181,6 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         web_config_file=args.web_config_file or None,
         loop_lag_window=loop_lag_window,
     )
-
-
-def select_shard(config: Config, count: int, index: int) -> Config:
-    """Keep only the accounts this replica polls."""
-    if count == 1:
-        return config
-    accounts = tuple(a for a in config.accounts if shard_of(a.name, count) == index)
-    return replace(config, accounts=accounts)
 
 
 def summary(config: Config, options: Options) -> str:
@@ -306,141 +245,64 @@ async def run_daemon(
     web_config: WebConfig | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP and POST /-/reload re-read the configuration."""
-    from exporter import demo, fakeapi  # only the demo needs them
-
-    fake: fakeapi.FakeApi | None = None
-    if options.demo:
-        fake = fakeapi.FakeApi(fakeapi.demo_accounts())
-        api_url = await fake.start()
-        config = demo.demo_config(api_url, options.demo_interval)
-        redactor.update(_secrets(config))
-    if config is None:
-        raise ValueError("run_daemon needs a config unless in demo mode")
-    state = ExporterState(
-        shard_index=options.shard_index,
-        shard_count=options.shard_count,
-        accounts=len(config.accounts),
-        reload_successful=True,
-        reload_success_timestamp=time.time(),
-    )
-    store = SnapshotStore()
-    poller = Poller(config, _client(config), store)
-    reload_lock = asyncio.Lock()
-    guard = WebGuard(web_config) if web_config is not None else None
-    # Every key ever loaded stays redacted: a rotated-out key may still be valid, and keys of
-    # other shards are in memory too.
-    known_secrets = set(_secrets(config))
-
-    async def reload() -> tuple[bool, str]:
-        async with reload_lock:
-            if guard is not None:  # the web config reloads by itself; a reload forces it
-                guard.refresh(force=True)
-            if options.demo:
-                return True, "demo mode: the built-in configuration has nothing to reload"
-            try:
-                full = load_config(options.config_file)
-            except ConfigError as exc:
-                state.reload_successful = False
-                log.error(
-                    "reload failed, keeping the running configuration", extra={"error": str(exc)}
-                )
-                return False, str(exc)
-            known_secrets.update(_secrets(full))
-            redactor.update(known_secrets)
-            new = select_shard(full, options.shard_count, options.shard_index)
-            old = poller.config
-            current = poller.client
-            client = None if current.serves(new.api) else _client(new)
-            current.timeout = new.api.timeout  # requests from now on; a new client has it too
-            changes = poller.apply(new, client=client)
-            if client is not None:  # retired: polls under way finish on its connections
-                await current.close()
-            if new.polling.interval != old.polling.interval:  # HELP texts name the interval
-                runtime.exposition = AccountsExposition(new.polling.interval)
-            state.reload_successful = True
-            state.reload_success_timestamp = time.time()
-            state.accounts = len(new.accounts)
-            for warning in new.warnings:
-                log.warning(warning)
-            detail = {k: ",".join(v) for k, v in changes.items() if v}
-            log.info("configuration reloaded", extra=detail)
-            return True, "configuration reloaded"
-
-    runtime = Runtime(
-        store=store,
-        poller=poller,
-        exposition=AccountsExposition(config.polling.interval),
-        state=state,
-        reload=reload,
-        telemetry_path=options.telemetry_path,
-        guard=guard,
-        loop_lag=LoopLagMonitor(options.loop_lag_window) if options.loop_lag_window else None,
-    )
-    runner = web.AppRunner(make_app(runtime), access_log=None, handle_signals=False)
-    await runner.setup()
-    stop = asyncio.Event()
-    lag_task = asyncio.create_task(runtime.loop_lag.run()) if runtime.loop_lag else None
-    try:
-        site = web.TCPSite(
-            runner,
-            options.listen_host,
-            options.listen_port,
-            ssl_context=guard.ssl_context if guard is not None else None,
+    async with contextlib.AsyncExitStack() as stack:
+        fake_url = None
+        if options.demo:
+            fake_url, config = await stack.enter_async_context(_demo(options, redactor))
+        if config is None:
+            raise ValueError("run_daemon needs a config unless in demo mode")
+        daemon = Daemon(
+            config,
+            load=None if options.demo else _reloader(options, redactor, config),
+            listen_host=options.listen_host,
+            listen_port=options.listen_port,
+            telemetry_path=options.telemetry_path,
+            shard_index=options.shard_index,
+            shard_count=options.shard_count,
+            web_config=web_config,
+            loop_lag_window=options.loop_lag_window,
         )
+        stack.push_async_callback(daemon.stop)
         try:
-            await site.start()
+            addresses = await daemon.start()
         except OSError as exc:
             where = f"{options.listen_host or ''}:{options.listen_port}"
             log.error(f"cannot listen on {where}: {exc.strerror or exc}")
             return EXIT_FAILURE
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        # The loop keeps only weak references to tasks: hold each reload until it is done.
-        reloads: set[asyncio.Task[tuple[bool, str]]] = set()
-
-        def reload_on_sighup() -> None:
-            task = asyncio.create_task(reload(), name="reload on SIGHUP")
-            reloads.add(task)
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
-        poller.start()
-        addresses = _bound_addresses(runner)
-        log.info(
-            "listening",
-            extra={
-                "address": ",".join(addresses),
-                "accounts": len(config.accounts),
-                "version": __version__,
-                "event_loop": eventloop.loop_name(),
-                "web_config": guard.config.describe() if guard is not None else "none",
-            },
-        )
-        if fake is not None:
-            tls = guard is not None and guard.ssl_context is not None
-            _print_demo_banner(addresses, fake.url, options.telemetry_path, tls=tls)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        if lag_task is not None:
-            lag_task.cancel()
-        await poller.stop()
-        await runner.cleanup()
-        await poller.client.close()
-        if fake is not None:
-            await fake.close()
+        if fake_url is not None:
+            tls = daemon.guard is not None and daemon.guard.ssl_context is not None
+            _print_demo_banner(addresses, fake_url, options.telemetry_path, tls=tls)
+        await daemon.wait()
     return EXIT_OK
 
 
-def _bound_addresses(runner: web.AppRunner) -> list[str]:
-    out = []
-    for site in runner.sites:
-        server = getattr(site, "_server", None)
-        for sock in getattr(server, "sockets", None) or []:
-            host, port = sock.getsockname()[:2]
-            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    return out
+def _reloader(options: Options, redactor: logs.Redactor, running: Config) -> Callable[[], Config]:
+    """How a reload reads the configuration: the file again, this replica's shard of it."""
+    # Every key ever loaded stays redacted: a rotated-out key may still be valid, and keys of
+    # other shards are in memory too.
+    known = set(_secrets(running))
+
+    def load() -> Config:
+        full = load_config(options.config_file)
+        known.update(_secrets(full))
+        redactor.update(known)
+        return select_shard(full, options.shard_count, options.shard_index)
+
+    return load
+
+
+@contextlib.asynccontextmanager
+async def _demo(options: Options, redactor: logs.Redactor) -> AsyncIterator[tuple[str, Config]]:
+    """The demo's fake API, running, and the configuration that polls it."""
+    from exporter import demo, fakeapi  # only the demo needs them
+
+    fake = fakeapi.FakeApi(fakeapi.demo_accounts())
+    try:
+        config = demo.demo_config(await fake.start(), options.demo_interval)
+        redactor.update(_secrets(config))
+        yield fake.url, config
+    finally:
+        await fake.close()
 
 
 def _print_demo_banner(addresses: list[str], api_url: str, path: str, *, tls: bool) -> None:
@@ -465,14 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console script entry point; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["backfill"]:
-        from exporter import backfill  # a separate command with flags of its own
+        from exporter import backfill  # a separate command: the daemon need not load it
 
         return backfill.main(args[1:])
     try:
         options = parse_options(args)
     except UsageError as exc:
-        print(f"retargeting-exporter: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_usage(PROG, f"error: {exc}")
     redactor = logs.Redactor()
     logs.configure(options.log_level, options.log_format, redactor)
     web_config: WebConfig | None = None
@@ -480,15 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             web_config = load_web_config(options.web_config_file)
         except ConfigError as exc:
-            print(f"retargeting-exporter: --web.config.file: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return exit_usage(PROG, f"--web.config.file: {exc}")
     config: Config | None = None
     if not options.demo:
         try:
             config = load_config(options.config_file)
         except ConfigError as exc:
-            print(f"retargeting-exporter: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return exit_usage(PROG, exc)
         redactor.update(_secrets(config))
         if options.check:
             print(summary(config, options))
@@ -519,12 +378,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _demo_once(options: Options, state: ExporterState, redactor: logs.Redactor) -> int:
-    from exporter import demo, fakeapi
-
-    fake = fakeapi.FakeApi(fakeapi.demo_accounts())
-    try:
-        config = demo.demo_config(await fake.start(), options.demo_interval)
-        redactor.update(_secrets(config))
+    async with _demo(options, redactor) as (_, config):
         return await run_once(config, state)
-    finally:
-        await fake.close()

@@ -323,7 +323,7 @@ async def test_cost_is_shown_and_large_runs_need_yes_without_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(backfill, "CONFIRM_ABOVE", 9)
+    monkeypatch.setattr(backfill.command, "CONFIRM_ABOVE", 9)
     config = make_config(fake.url)
     out = tmp_path / "h.om"
     with pytest.raises(
@@ -348,7 +348,7 @@ class Terminal(io.StringIO):
 async def test_on_a_terminal_large_runs_ask_first(
     fake: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: str, sent: int
 ) -> None:
-    monkeypatch.setattr(backfill, "CONFIRM_ABOVE", 9)
+    monkeypatch.setattr(backfill.command, "CONFIRM_ABOVE", 9)
     monkeypatch.setattr(sys, "stdin", Terminal(answer))
     run = backfill.run(options(tmp_path / "h.om"), make_config(fake.url))
     if sent:
@@ -362,7 +362,7 @@ async def test_on_a_terminal_large_runs_ask_first(
 def test_refusal_through_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(backfill, "CONFIRM_ABOVE", 1)
+    monkeypatch.setattr(backfill.command, "CONFIRM_ABOVE", 1)
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(

@@ -58,3 +58,22 @@ def test_flags_table_lists_every_flag() -> None:
         if option.startswith("--") and option != "--help"
     }
     assert set(table_first_column("## Flags")) == flags
+
+
+def test_contributing_layout_names_every_module() -> None:
+    """CONTRIBUTING.md's layout has one line per module or package of exporter/, no more."""
+    text = (REPO / "CONTRIBUTING.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```\n", 1)[1].split("```", 1)[0]
+    listed = {
+        line.split()[0].removesuffix("/").removesuffix(".py")
+        for line in block.splitlines()
+        if line.startswith("exporter/")
+    }
+    package = REPO / "exporter"
+    present = {
+        f"exporter/{path.name.removesuffix('.py')}"
+        for path in package.iterdir()
+        if (path.suffix == ".py" and path.name != "__init__.py")
+        or (path.is_dir() and (path / "__init__.py").is_file())
+    }
+    assert listed == present

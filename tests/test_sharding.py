@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from exporter.cli import select_shard
 from exporter.config import parse_config
+from exporter.flags import select_shard
 from exporter.sharding import parse_shard_index, shard_of
 
 
@@ -34,7 +34,7 @@ def test_every_account_on_exactly_one_shard_evenly(shards: int) -> None:
 
 
 def test_replicas_partition_the_configured_accounts() -> None:
-    """What the replicas really poll (cli.select_shard): disjoint, and together every account."""
+    """What the replicas really poll (flags.select_shard): disjoint, and together every account."""
     names = account_names(2_000)
     config = parse_config(
         {"accounts": [{"name": n, "rest_key_env": "KEY"} for n in names]}, env={"KEY": "k"}
