@@ -11,11 +11,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from exporter.client import MAX_COUNT, _amount, _count, _safe_text, checked_row, parse_rows
+from exporter.traffic import MAX_COUNT, _amount, _count, checked_row, parse_rows, safe_text
 
 
 def general_safe_text(text: str, limit: int) -> str:
-    """_safe_text without its fast path."""
+    """safe_text without its fast path."""
     head = text[: 4 * limit]
     marked = "".join(c if c.isprintable() else "\x00" for c in head)
     cleaned = re.sub("\x00+", " ", marked).strip()
@@ -27,7 +27,7 @@ def general_safe_text(text: str, limit: int) -> str:
 @example(text=" Newsletter ", limit=20)
 @example(text="a\u009bb", limit=5)
 def test_safe_text(text: str, limit: int) -> None:
-    assert _safe_text(text, limit) == general_safe_text(text, limit)
+    assert safe_text(text, limit) == general_safe_text(text, limit)
 
 
 @given(value=st.floats(min_value=0, max_value=MAX_COUNT, allow_nan=False) | st.integers(0, 10**6))
