@@ -20,6 +20,8 @@ from exporter.config import (
     load_config,
     parse_config,
     parse_duration,
+    url_problem,
+    user_agent_problem,
 )
 
 ENV = {"SHOP_A_KEY": "key-aaa", "SHOP_B_KEY": "key-bbb", "EMPTY": "  "}
@@ -182,6 +184,16 @@ BAD_CONFIGS = [
         minimal(api={"user_agent": "x\r\nX-Injected: 1"}),
         ["api.user_agent: must be printable text on one line"],
         id="user-agent-with-newline",
+    ),
+    pytest.param(
+        minimal(api={"url": "https://user:pass/word@api.example.test/x"}),
+        ["api.url: is not a valid URL (its host and port cannot be read)"],
+        id="api-url-never-quotes-a-password",
+    ),
+    pytest.param(
+        minimal(max_sources_per_account=0),
+        ["max_sources_per_account: must be an integer from 1 to 100, got 0"],
+        id="max-sources-out-of-range",
     ),
     pytest.param(
         {"accounts": [{"name": "a"}]},
@@ -364,3 +376,41 @@ def test_config_check_cli_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "accounts[0].rest_key_env: environment variable NOT_SET_ANYWHERE is not set" in (
         result.stderr
     )
+
+
+# -- the API URL and User-Agent checks -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://example.test/", "must be http:// or https:// with a host"),
+        ("http:///path", "must be http:// or https:// with a host"),
+        ("https://user:pw@example.test/", "must not carry a user name or password"),
+        ("https://example.test:99999/", "is not a valid URL (Port out of range 0-65535)"),
+        ("https://example.test:port/", "is not a valid URL (its host and port cannot be read)"),
+        ("https://example.test/a b", "must be ASCII without spaces (percent-encode the rest)"),
+        ("https://exämple.test/", "must be ASCII without spaces (percent-encode the rest)"),
+    ],
+)
+def test_urls_the_client_cannot_use(url: str, problem: str) -> None:
+    assert url_problem(url) == problem
+
+
+@pytest.mark.parametrize(
+    "url", [DEFAULT_API_URL, "http://127.0.0.1:8080/ts", "https://[::1]:8443/x?a=%20b"]
+)
+def test_urls_the_client_can_use(url: str) -> None:
+    assert url_problem(url) is None
+
+
+@pytest.mark.parametrize(
+    ("agent", "problem"),
+    [
+        ("x\r\nX-Evil: 1", "must be printable text on one line"),
+        ("tab\there", "must be printable text on one line"),
+        ("retargeting-exporter/1.0 (agency-x)", None),
+    ],
+)
+def test_a_user_agent_cannot_inject_headers(agent: str, problem: str | None) -> None:
+    assert user_agent_problem(agent) == problem
