@@ -279,7 +279,7 @@ def _client(config: Config) -> TrafficSourceClient:
 
 
 def _secrets(config: Config) -> list[str]:
-    return [a.rest_key.reveal() for a in config.accounts]
+    return config.secrets()
 
 
 async def run_once(config: Config, state: ExporterState) -> int:

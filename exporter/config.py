@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import urllib.parse
@@ -93,6 +94,102 @@ def user_agent_problem(user_agent: str) -> str | None:
     return None
 
 
+# Characters yarl (aiohttp's URL type) leaves unencoded in a user name or password: encoding
+# with this set gives the one spelling that aiohttp sends and prints.
+_USERINFO_SAFE = "!$&'()*+,;="
+_PROXY_FORM = "http://[user:password@]host[:port]"
+
+
+@dataclass(frozen=True, repr=False)
+class ProxyUrl:
+    """An HTTP proxy for the API requests (``api.proxy_url``). Its ``str``/``repr`` never show
+    the user name or password: ``http://proxy.example:3128 (with credentials)``.
+    """
+
+    host: str
+    port: int = 80  # as aiohttp, and every HTTP client, assumes without one
+    username: str = ""  # percent-decoded; "" without credentials
+    password: str = ""  # percent-decoded
+
+    @classmethod
+    def parse(cls, text: str) -> ProxyUrl:
+        """Check and split ``http://[user:password@]host[:port]``; ``ValueError`` if it is not
+        one, with a message that quotes nothing of ``text`` (it may hold the password)."""
+        if not text.isascii() or any(c.isspace() for c in text):
+            raise ValueError("must be ASCII without spaces (percent-encode the rest)")
+        try:
+            parts = _split_url(text)
+        except ValueError as exc:
+            unread = "@" in text and not str(exc).startswith("Port out of range")
+            hint = "; percent-encode / ? # @ : in the user name and password" if unread else ""
+            raise ValueError(f"is not a valid URL ({exc}{hint})") from None
+        # TLS to the proxy itself would protect only the proxy's credentials (the API traffic
+        # is TLS end to end inside CONNECT), and no proxy the tests run speaks it: refused.
+        if parts.scheme == "https":
+            raise ValueError(
+                "must be an http:// URL: https:// proxies (TLS to the proxy itself) are not "
+                "supported; requests to an https:// api.url travel encrypted through the "
+                "proxy's CONNECT tunnel all the same"
+            )
+        if parts.scheme != "http":
+            raise ValueError("must be an http:// URL such as http://proxy.example:3128")
+        if not parts.hostname:
+            raise ValueError(f"must name the proxy's host: {_PROXY_FORM}")
+        if parts.path not in ("", "/") or "?" in text or "#" in text:
+            raise ValueError(f"must not have a path, query or fragment: {_PROXY_FORM}")
+        if parts.port == 0:
+            raise ValueError("is not a valid URL (port 0; use a port from 1 to 65535)")
+        username = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        if ":" in username:
+            raise ValueError("the user name must not contain ':' (Basic authentication cannot)")
+        try:
+            f"{username}:{password}".encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "the user name and password must be Latin-1 text once percent-decoded "
+                "(the proxy receives them by Basic authentication)"
+            ) from None
+        return cls(parts.hostname, parts.port or 80, username, password)
+
+    @property
+    def _address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def reveal(self) -> str:
+        """The URL with its credentials, for aiohttp only; never print or log it."""
+        userinfo = ""
+        if self.username or self.password:
+            userinfo = urllib.parse.quote(self.username, safe=_USERINFO_SAFE)
+            if self.password:
+                userinfo += ":" + urllib.parse.quote(self.password, safe=_USERINFO_SAFE)
+            userinfo += "@"
+        return f"http://{userinfo}{self._address}"
+
+    def __str__(self) -> str:
+        credentials = " (with credentials)" if self.username or self.password else ""
+        return f"http://{self._address}{credentials}"
+
+    __repr__ = __str__
+
+
+def _proxy_secrets(proxy: ProxyUrl) -> list[str]:
+    """The proxy password in every spelling a line could hold: as is, percent-encoded (as
+    aiohttp writes it, and fully), ``user:password``, and that in base64 (the header)."""
+    if not proxy.password:
+        return []
+    pair = f"{proxy.username}:{proxy.password}"
+    spellings = [
+        proxy.password,
+        urllib.parse.quote(proxy.password, safe=_USERINFO_SAFE),
+        urllib.parse.quote(proxy.password, safe=""),
+        pair,
+        base64.b64encode(pair.encode("latin-1")).decode("ascii"),
+    ]
+    return list(dict.fromkeys(spellings))
+
+
 @dataclass(frozen=True)
 class RetryConfig:
     attempts: int = 3
@@ -107,6 +204,8 @@ class ApiConfig:
     max_concurrency: int = 8
     user_agent: str = DEFAULT_USER_AGENT
     retries: RetryConfig = field(default_factory=RetryConfig)
+    # Overrides HTTPS_PROXY / HTTP_PROXY / NO_PROXY; None: the environment decides.
+    proxy_url: ProxyUrl | None = None
 
 
 @dataclass(frozen=True)
@@ -147,9 +246,14 @@ class Config:
         """Every configured account label name, sorted (the extra labels of ``account_info``)."""
         return tuple(sorted({k for a in self.accounts for k in a.labels}))
 
+    def secrets(self) -> list[str]:
+        """Every secret the log redactor must hide: the rest keys and the proxy password."""
+        keys = [a.rest_key.reveal() for a in self.accounts]
+        return keys + (_proxy_secrets(self.api.proxy_url) if self.api.proxy_url else [])
+
 
 _TOP_KEYS = {"api", "polling", "windows", "accounts", "max_sources_per_account", "timezone"}
-_API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries"}
+_API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries", "proxy_url"}
 _RETRY_KEYS = {"attempts", "initial_backoff", "max_backoff"}
 _POLLING_KEYS = {"interval", "jitter", "stale_after", "end_offset"}
 _ACCOUNT_KEYS = {
@@ -232,7 +336,25 @@ def _parse_api(value: Any, problems: Problems) -> ApiConfig:
         max_concurrency=integer(raw, "max_concurrency", "api", problems, 8, 1, 10000),
         user_agent=user_agent,
         retries=retries,
+        proxy_url=_proxy_url(raw, problems),
     )
+
+
+def _proxy_url(raw: dict[str, Any], problems: Problems) -> ProxyUrl | None:
+    value = raw.get("proxy_url")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        example = "http://proxy.example:3128"
+        problems.add(
+            "api.proxy_url", f"must be an http:// URL such as {example}, got {kind(value)}"
+        )
+        return None
+    try:
+        return ProxyUrl.parse(value)
+    except ValueError as exc:
+        problems.add("api.proxy_url", str(exc))  # built from fixed texts only, never the URL
+        return None
 
 
 def _parse_polling(value: Any, problems: Problems) -> tuple[PollingConfig, bool]:
@@ -357,7 +479,7 @@ def parse_config(
         max_sources_per_account=max_sources,
         source=source,
         timezone=timezone,
-        warnings=tuple(_literal_key_warnings(raw_accounts, source)),
+        warnings=tuple(_readable_secret_warnings(raw_accounts, api.proxy_url, source)),
     )
 
 
@@ -421,20 +543,30 @@ def _parse_account(
     )
 
 
-def _literal_key_warnings(raw_accounts: list[Any], source: str) -> Iterator[str]:
-    """Like ssh: a literal key in a file other users can read deserves a warning."""
+def _readable_secret_warnings(
+    raw_accounts: list[Any], proxy: ProxyUrl | None, source: str
+) -> Iterator[str]:
+    """Like ssh: a secret written in a file other users can read deserves a warning."""
     literal = [str(a.get("name")) for a in raw_accounts if isinstance(a, dict) and "rest_key" in a]
-    if not literal:
+    proxy_password = proxy is not None and bool(proxy.password)
+    if not literal and not proxy_password:
         return
     try:
         mode = Path(source).stat().st_mode & 0o777
     except OSError:
         return
-    if mode & 0o044:
+    if not mode & 0o044:
+        return
+    readable = f"{source} is readable by other users (mode {mode:o})"
+    if literal:
         yield (
-            f"{source} is readable by other users (mode {mode:o}) and holds a literal rest_key "
-            f"for account(s) {', '.join(literal)}: use rest_key_env or rest_key_file, "
-            f"or chmod 600 {source}"
+            f"{readable} and holds a literal rest_key for account(s) {', '.join(literal)}: "
+            f"use rest_key_env or rest_key_file, or chmod 600 {source}"
+        )
+    if proxy_password:
+        yield (
+            f"{readable} and holds the proxy password in api.proxy_url: chmod 600 {source}, "
+            "or leave api.proxy_url out and set HTTPS_PROXY in the exporter's environment"
         )
 
 

@@ -23,6 +23,7 @@ import stat
 import sys
 import time
 import traceback
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -394,7 +395,10 @@ async def test_no_key_in_cli_output_at_any_level_or_format(shop: Shop, tmp_path:
     data = config_data(shop, key_file, literal)
     write_config(config_file, data)  # world-readable with a literal key: warned about
     broken = tmp_path / "broken.yaml"
-    write_config(broken, {**data, "polling": {"interval": "1s"}, "bogus": True})
+    # Refused for three reasons, one a proxy URL whose password must not be quoted back.
+    password = urllib.parse.quote(new_key(), safe="")
+    api = {**data["api"], "proxy_url": f"https://user:{password}@proxy.example:3128"}
+    write_config(broken, {**data, "api": api, "polling": {"interval": "1s"}, "bogus": True})
     env = shop.env()
     outputs: list[tuple[str, str]] = []
 
