@@ -189,7 +189,8 @@ def summary(config: Config, options: Options) -> str:
     lines = [
         f"configuration {config.source} is valid",
         f"api: url={config.api.url} timeout={format_duration(config.api.timeout)} "
-        f"max_concurrency={config.api.max_concurrency} retries={config.api.retries.attempts}",
+        f"max_concurrency={config.api.max_concurrency} retries={config.api.retries.attempts} "
+        f"proxy={config.api.proxy_url or 'from the environment'}",
         f"polling: interval={format_duration(p.interval)} jitter={format_duration(p.jitter)} "
         f"stale_after={format_duration(p.stale_after)} end_offset={format_duration(p.end_offset)}",
         f"windows: {', '.join(w.name for w in config.windows)}",
@@ -218,7 +219,7 @@ def _client(config: Config) -> TrafficSourceClient:
 
 
 def _secrets(config: Config) -> list[str]:
-    return [a.rest_key.reveal() for a in config.accounts]
+    return config.secrets()
 
 
 async def run_once(config: Config, state: ExporterState) -> int:

@@ -392,7 +392,8 @@ class TrafficSourceClient:
         self._proxy_name: str | None = None  # host:port, for messages (never the credentials)
         if self._proxy is not None:
             proxy = urllib.parse.urlsplit(self._proxy)
-            self._proxy_name = f"{proxy.hostname}:{proxy.port or 80}"
+            host = proxy.hostname or "?"
+            self._proxy_name = f"{f'[{host}]' if ':' in host else host}:{proxy.port or 80}"
         # A context of its own: the CAs are read now (SSL_CERT_FILE / SSL_CERT_DIR included).
         connector = aiohttp.TCPConnector(
             limit=max_concurrency,
@@ -424,6 +425,7 @@ class TrafficSourceClient:
             timeout=api.timeout,
             user_agent=api.user_agent,
             max_concurrency=api.max_concurrency,
+            proxy_url=api.proxy_url.reveal() if api.proxy_url is not None else None,
         )
 
     def serves(self, api: ApiConfig) -> bool:
@@ -431,10 +433,12 @@ class TrafficSourceClient:
 
         Only the timeout may change on a live client; it applies to requests from then on.
         """
-        return (api.url, api.user_agent, api.max_concurrency) == (
+        proxy_url = api.proxy_url.reveal() if api.proxy_url is not None else None
+        return (api.url, api.user_agent, api.max_concurrency, proxy_url) == (
             self._url,
             self._user_agent,
             self._max_concurrency,
+            self._proxy_url,
         )
 
     async def __aenter__(self) -> TrafficSourceClient:

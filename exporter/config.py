@@ -2,72 +2,35 @@
 
 from __future__ import annotations
 
-import math
+import base64
 import os
 import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from exporter import __version__
+from exporter.window import DEFAULT_TIMEZONE, with_timezone
+from exporter.window import Window as Window
+from exporter.yamlcheck import ConfigError as ConfigError
+from exporter.yamlcheck import Problems, duration, integer, kind, mapping, unreadable
+from exporter.yamlcheck import format_duration as format_duration
+from exporter.yamlcheck import parse_duration as parse_duration
+from exporter.yamlcheck import read_yaml_file as read_yaml_file
 
 DEFAULT_API_URL = "https://api.retargeting.app/v1/partners-api/traffic-source"
 DEFAULT_USER_AGENT = f"retargeting-exporter/{__version__}"
-MAX_WINDOW_SECONDS = 30 * 86400
-MIN_WINDOW_SECONDS = 3600
 MIN_INTERVAL_SECONDS = 30.0
 DEFAULT_MAX_SOURCES = 16
-DEFAULT_TIMEZONE = "UTC"
-# Calendar-day windows: their length varies (23 h, 24 h or 25 h around DST changes).
-CALENDAR_WINDOWS = ("today", "yesterday")
 
 # Labels the exporter sets itself; configured account labels must not shadow them.
 RESERVED_LABELS = frozenset(
     {"account", "source_name", "window", "reason", "job", "instance", "le", "quantile"}
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_UNITS = (("w", 604800.0), ("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 0.001))
-_FORMAT_UNITS = _UNITS[1:]  # like Prometheus, never print weeks: 30d stays 30d
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be the API URL (None: it can)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be http:// or https:// with a host"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry a user name or password"
-    if not url.isascii() or any(c.isspace() for c in url):
-        return "must be ASCII without spaces (percent-encode the rest)"
-    return None
-
-
-def user_agent_problem(user_agent: str) -> str | None:
-    """Why ``user_agent`` cannot be sent as a header (None: it can)."""
-    if not user_agent.isprintable():
-        return "must be printable text on one line"
-    return None
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; ``problems`` lists every problem with its path."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"invalid configuration {source}:\n{lines}")
 
 
 class RestKey:
@@ -94,91 +57,137 @@ class RestKey:
         return hash(self._value)
 
 
-def parse_duration(text: str) -> float:
-    """Parse a Prometheus-style duration (``90s``, ``5m``, ``1h30m``, ``30d``) into seconds."""
-    match = _DURATION.match(text)
-    if not text or match is None:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h30m, 7d)")
-    seconds = sum(float(n) * mult for n, (_, mult) in zip(match.groups(), _UNITS, strict=True) if n)
-    if not math.isfinite(seconds):
-        raise ValueError(f"{text[:20]!r}… is too long to be a duration")
-    return seconds
+def _split_url(url: str) -> urllib.parse.SplitResult:
+    """``url`` in parts; a ``ValueError`` whose text quotes nothing of the URL if it has none.
+
+    urllib's own messages may quote parts of the URL (a password, when a ``/`` in it cut the
+    authority short), so only its fixed texts are passed on.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError as exc:
+        fixed = str(exc) == "Port out of range 0-65535"
+        raise ValueError(str(exc) if fixed else "its host and port cannot be read") from None
+    return parts
 
 
-def format_duration(seconds: float) -> str:
-    """Canonical Prometheus-style form: ``86400`` → ``1d``, ``5400`` → ``1h30m``."""
-    if seconds == 0:
-        return "0s"
-    millis = round(seconds * 1000)
-    parts = []
-    for unit, mult in _FORMAT_UNITS:
-        size = round(mult * 1000)
-        count, millis = divmod(millis, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the API URL (None: it can)."""
+    try:
+        parts = _split_url(url)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be http:// or https:// with a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password"
+    if not url.isascii() or any(c.isspace() for c in url):
+        return "must be ASCII without spaces (percent-encode the rest)"
+    return None
 
 
-@dataclass(frozen=True)
-class Window:
-    """A time window ending at the poll time (shifted back by ``end_offset``).
+def user_agent_problem(user_agent: str) -> str | None:
+    """Why ``user_agent`` cannot be sent as a header (None: it can)."""
+    if not user_agent.isprintable():
+        return "must be printable text on one line"
+    return None
 
-    Either rolling (``24h``: the last ``seconds`` seconds) or a calendar day in ``timezone``
-    (``today``: since local midnight; ``yesterday``: the last complete local day).
+
+# Characters yarl (aiohttp's URL type) leaves unencoded in a user name or password: encoding
+# with this set gives the one spelling that aiohttp sends and prints.
+_USERINFO_SAFE = "!$&'()*+,;="
+_PROXY_FORM = "http://[user:password@]host[:port]"
+
+
+@dataclass(frozen=True, repr=False)
+class ProxyUrl:
+    """An HTTP proxy for the API requests (``api.proxy_url``). Its ``str``/``repr`` never show
+    the user name or password: ``http://proxy.example:3128 (with credentials)``.
     """
 
-    name: str
-    seconds: int  # length of a rolling window; 0 for a calendar day
-    timezone: str = DEFAULT_TIMEZONE  # IANA name; used by calendar days only
+    host: str
+    port: int = 80  # as aiohttp, and every HTTP client, assumes without one
+    username: str = ""  # percent-decoded; "" without credentials
+    password: str = ""  # percent-decoded
 
     @classmethod
-    def parse(cls, text: str) -> Window:
-        text = text.strip()
-        if text in CALENDAR_WINDOWS:
-            return cls(text, 0)
+    def parse(cls, text: str) -> ProxyUrl:
+        """Check and split ``http://[user:password@]host[:port]``; ``ValueError`` if it is not
+        one, with a message that quotes nothing of ``text`` (it may hold the password)."""
+        if not text.isascii() or any(c.isspace() for c in text):
+            raise ValueError("must be ASCII without spaces (percent-encode the rest)")
         try:
-            seconds = parse_duration(text)
-        except ValueError:
+            parts = _split_url(text)
+        except ValueError as exc:
+            unread = "@" in text and not str(exc).startswith("Port out of range")
+            hint = "; percent-encode / ? # @ : in the user name and password" if unread else ""
+            raise ValueError(f"is not a valid URL ({exc}{hint})") from None
+        # TLS to the proxy itself would protect only the proxy's credentials (the API traffic
+        # is TLS end to end inside CONNECT), and no proxy the tests run speaks it: refused.
+        if parts.scheme == "https":
             raise ValueError(
-                f"{text!r} is neither a duration (such as 24h or 30d) nor today or yesterday"
+                "must be an http:// URL: https:// proxies (TLS to the proxy itself) are not "
+                "supported; requests to an https:// api.url travel encrypted through the "
+                "proxy's CONNECT tunnel all the same"
+            )
+        if parts.scheme != "http":
+            raise ValueError("must be an http:// URL such as http://proxy.example:3128")
+        if not parts.hostname:
+            raise ValueError(f"must name the proxy's host: {_PROXY_FORM}")
+        if parts.path not in ("", "/") or "?" in text or "#" in text:
+            raise ValueError(f"must not have a path, query or fragment: {_PROXY_FORM}")
+        if parts.port == 0:
+            raise ValueError("is not a valid URL (port 0; use a port from 1 to 65535)")
+        username = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        if ":" in username:
+            raise ValueError("the user name must not contain ':' (Basic authentication cannot)")
+        try:
+            f"{username}:{password}".encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "the user name and password must be Latin-1 text once percent-decoded "
+                "(the proxy receives them by Basic authentication)"
             ) from None
-        if seconds != int(seconds):
-            raise ValueError(f"window {text!r} must be a whole number of seconds")
-        if not MIN_WINDOW_SECONDS <= seconds <= MAX_WINDOW_SECONDS:
-            raise ValueError(f"window {text} must be between 1h and 30d (the API's limit)")
-        # The label is the window as written (24h stays 24h, 30d stays 30d): users' queries
-        # and alert rules name it that way. Equal durations are rejected as duplicates.
-        return cls(text, int(seconds))
+        return cls(parts.hostname, parts.port or 80, username, password)
 
     @property
-    def calendar(self) -> bool:
-        """A calendar day (``today``/``yesterday``) rather than a rolling duration."""
-        return self.seconds == 0
+    def _address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
-    def same_as(self, other: Window) -> bool:
-        """Both windows always ask for the same period (``24h`` and ``1d``; ``today`` twice)."""
-        return self.name == other.name if self.calendar else self.seconds == other.seconds
+    def reveal(self) -> str:
+        """The URL with its credentials, for aiohttp only; never print or log it."""
+        userinfo = ""
+        if self.username or self.password:
+            userinfo = urllib.parse.quote(self.username, safe=_USERINFO_SAFE)
+            if self.password:
+                userinfo += ":" + urllib.parse.quote(self.password, safe=_USERINFO_SAFE)
+            userinfo += "@"
+        return f"http://{userinfo}{self._address}"
 
-    def bounds(self, now: float, end_offset: float) -> tuple[int, int]:
-        """``(date_from, date_to)`` in integer Unix seconds, never more than 30 days apart."""
-        date_to = int(now - end_offset)
-        if not self.calendar:
-            return date_to - self.seconds, date_to
-        zone = ZoneInfo(self.timezone)
-        day = datetime.fromtimestamp(date_to, zone).date()
-        midnight = start_of_day(day, zone)
-        if self.name == "today":
-            return midnight, date_to
-        return start_of_day(day - timedelta(days=1), zone), midnight
+    def __str__(self) -> str:
+        credentials = " (with credentials)" if self.username or self.password else ""
+        return f"http://{self._address}{credentials}"
+
+    __repr__ = __str__
 
 
-def start_of_day(day: date, zone: ZoneInfo) -> int:
-    """Unix time of the first instant of ``day`` in ``zone``.
-
-    ``fold=0`` picks the right instant when DST makes local midnight ambiguous (the first one)
-    or skips it (the offset before the change maps 00:00 to the first existing time, 01:00).
-    """
-    return int(datetime.combine(day, time(0), tzinfo=zone).timestamp())
+def _proxy_secrets(proxy: ProxyUrl) -> list[str]:
+    """The proxy password in every spelling a line could hold: as is, percent-encoded (as
+    aiohttp writes it, and fully), ``user:password``, and that in base64 (the header)."""
+    if not proxy.password:
+        return []
+    pair = f"{proxy.username}:{proxy.password}"
+    spellings = [
+        proxy.password,
+        urllib.parse.quote(proxy.password, safe=_USERINFO_SAFE),
+        urllib.parse.quote(proxy.password, safe=""),
+        pair,
+        base64.b64encode(pair.encode("latin-1")).decode("ascii"),
+    ]
+    return list(dict.fromkeys(spellings))
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,8 @@ class ApiConfig:
     max_concurrency: int = 8
     user_agent: str = DEFAULT_USER_AGENT
     retries: RetryConfig = field(default_factory=RetryConfig)
+    # Overrides HTTPS_PROXY / HTTP_PROXY / NO_PROXY; None: the environment decides.
+    proxy_url: ProxyUrl | None = None
 
 
 @dataclass(frozen=True)
@@ -235,19 +246,14 @@ class Config:
         """Every configured account label name, sorted (the extra labels of ``account_info``)."""
         return tuple(sorted({k for a in self.accounts for k in a.labels}))
 
-
-class _Problems:
-    """Collects problems so the user sees all of them at once."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}" if path else message)
+    def secrets(self) -> list[str]:
+        """Every secret the log redactor must hide: the rest keys and the proxy password."""
+        keys = [a.rest_key.reveal() for a in self.accounts]
+        return keys + (_proxy_secrets(self.api.proxy_url) if self.api.proxy_url else [])
 
 
 _TOP_KEYS = {"api", "polling", "windows", "accounts", "max_sources_per_account", "timezone"}
-_API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries"}
+_API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries", "proxy_url"}
 _RETRY_KEYS = {"attempts", "initial_backoff", "max_backoff"}
 _POLLING_KEYS = {"interval", "jitter", "stale_after", "end_offset"}
 _ACCOUNT_KEYS = {
@@ -257,71 +263,7 @@ _ACCOUNT_KEYS = {
 _KEY_FIELDS = ("rest_key_env", "rest_key_file", "rest_key")
 
 
-def _mapping(value: Any, path: str, problems: _Problems, allowed: set[str]) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.add(path, f"must be a mapping, got {_kind(value)}")
-        return {}
-    for key in value:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            hint = _closest(str(key), allowed)
-            problems.add(where, "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
-    return {k: v for k, v in value.items() if k in allowed}
-
-
-def _closest(key: str, allowed: set[str]) -> str | None:
-    import difflib
-
-    matches = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
-
-
-def _duration(
-    raw: dict[str, Any], key: str, path: str, problems: _Problems, default: float, minimum: float
-) -> float:
-    if key not in raw:
-        return default
-    value = raw[key]
-    where = f"{path}.{key}" if path else key
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        problems.add(where, f"must be a duration such as 30s or 5m, got {_kind(value)}")
-        return default
-    try:
-        seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
-    except (ValueError, OverflowError) as exc:
-        problems.add(where, str(exc) if isinstance(exc, ValueError) else "is too large")
-        return default
-    if not math.isfinite(seconds):  # YAML's .nan and .inf are floats
-        problems.add(where, f"must be a finite duration such as 30s or 5m, got {value}")
-        return default
-    if seconds < minimum:
-        problems.add(where, f"must be at least {format_duration(minimum)}, got {value}")
-        return default
-    return seconds
-
-
-def _integer(
-    raw: dict[str, Any], key: str, path: str, problems: _Problems, default: int, lo: int, hi: int
-) -> int:
-    if key not in raw:
-        return default
-    value = raw[key]
-    where = f"{path}.{key}"
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        problems.add(where, f"must be an integer from {lo} to {hi}, got {value!r}")
-        return default
-    return value
-
-
-def _windows(value: Any, path: str, problems: _Problems) -> tuple[Window, ...] | None:
+def _windows(value: Any, path: str, problems: Problems) -> tuple[Window, ...] | None:
     if not isinstance(value, list) or not value:
         problems.add(path, "must be a non-empty list of durations such as [24h, 30d]")
         return None
@@ -339,7 +281,7 @@ def _windows(value: Any, path: str, problems: _Problems) -> tuple[Window, ...] |
     return tuple(windows)
 
 
-def _timezone(raw: dict[str, Any], path: str, problems: _Problems, default: str) -> str:
+def _timezone(raw: dict[str, Any], path: str, problems: Problems, default: str) -> str:
     """An IANA time zone name such as Europe/Bucharest (checked against the zone database)."""
     if "timezone" not in raw:
         return default
@@ -348,7 +290,7 @@ def _timezone(raw: dict[str, Any], path: str, problems: _Problems, default: str)
     if not isinstance(value, str) or not value.strip():
         problems.add(
             where,
-            f"must be an IANA time zone name such as Europe/Bucharest or UTC, got {_kind(value)}",
+            f"must be an IANA time zone name such as Europe/Bucharest or UTC, got {kind(value)}",
         )
         return default
     name = value.strip()
@@ -364,13 +306,8 @@ def _timezone(raw: dict[str, Any], path: str, problems: _Problems, default: str)
     return name
 
 
-def with_timezone(windows: tuple[Window, ...], timezone: str) -> tuple[Window, ...]:
-    """The windows, their calendar days set in ``timezone`` (rolling windows unchanged)."""
-    return tuple(replace(w, timezone=timezone) if w.calendar else w for w in windows)
-
-
-def _parse_api(value: Any, problems: _Problems) -> ApiConfig:
-    raw = _mapping(value, "api", problems, _API_KEYS)
+def _parse_api(value: Any, problems: Problems) -> ApiConfig:
+    raw = mapping(value, "api", problems, _API_KEYS)
     url = raw.get("url", DEFAULT_API_URL)
     if not isinstance(url, str) or not re.match(r"^https?://[^/\s?#]+", url):
         problems.add("api.url", f"must be an http(s) URL, got {url!r}")
@@ -387,38 +324,56 @@ def _parse_api(value: Any, problems: _Problems) -> ApiConfig:
     elif (problem := user_agent_problem(user_agent)) is not None:
         problems.add("api.user_agent", problem)
         user_agent = DEFAULT_USER_AGENT
-    retries_raw = _mapping(raw.get("retries"), "api.retries", problems, _RETRY_KEYS)
+    retries_raw = mapping(raw.get("retries"), "api.retries", problems, _RETRY_KEYS)
     retries = RetryConfig(
-        attempts=_integer(retries_raw, "attempts", "api.retries", problems, 3, 1, 10),
-        initial_backoff=_duration(retries_raw, "initial_backoff", "api.retries", problems, 1, 0),
-        max_backoff=_duration(retries_raw, "max_backoff", "api.retries", problems, 30, 0),
+        attempts=integer(retries_raw, "attempts", "api.retries", problems, 3, 1, 10),
+        initial_backoff=duration(retries_raw, "initial_backoff", "api.retries", problems, 1, 0),
+        max_backoff=duration(retries_raw, "max_backoff", "api.retries", problems, 30, 0),
     )
     return ApiConfig(
         url=url,
-        timeout=_duration(raw, "timeout", "api", problems, 15.0, 0.1),
-        max_concurrency=_integer(raw, "max_concurrency", "api", problems, 8, 1, 10000),
+        timeout=duration(raw, "timeout", "api", problems, 15.0, 0.1),
+        max_concurrency=integer(raw, "max_concurrency", "api", problems, 8, 1, 10000),
         user_agent=user_agent,
         retries=retries,
+        proxy_url=_proxy_url(raw, problems),
     )
 
 
-def _parse_polling(value: Any, problems: _Problems) -> tuple[PollingConfig, bool]:
-    raw = _mapping(value, "polling", problems, _POLLING_KEYS)
-    interval = _duration(raw, "interval", "polling", problems, 300.0, MIN_INTERVAL_SECONDS)
-    jitter = _duration(raw, "jitter", "polling", problems, 0.0, 0.0)
+def _proxy_url(raw: dict[str, Any], problems: Problems) -> ProxyUrl | None:
+    value = raw.get("proxy_url")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        example = "http://proxy.example:3128"
+        problems.add(
+            "api.proxy_url", f"must be an http:// URL such as {example}, got {kind(value)}"
+        )
+        return None
+    try:
+        return ProxyUrl.parse(value)
+    except ValueError as exc:
+        problems.add("api.proxy_url", str(exc))  # built from fixed texts only, never the URL
+        return None
+
+
+def _parse_polling(value: Any, problems: Problems) -> tuple[PollingConfig, bool]:
+    raw = mapping(value, "polling", problems, _POLLING_KEYS)
+    interval = duration(raw, "interval", "polling", problems, 300.0, MIN_INTERVAL_SECONDS)
+    jitter = duration(raw, "jitter", "polling", problems, 0.0, 0.0)
     if jitter > interval / 2:
         problems.add("polling.jitter", "must be at most half of polling.interval")
-    stale_after = _duration(raw, "stale_after", "polling", problems, 3 * interval, 0.0)
+    stale_after = duration(raw, "stale_after", "polling", problems, 3 * interval, 0.0)
     if "stale_after" in raw and stale_after < interval:
         problems.add("polling.stale_after", "must be at least polling.interval")
-    end_offset = _duration(raw, "end_offset", "polling", problems, 0.0, 0.0)
+    end_offset = duration(raw, "end_offset", "polling", problems, 0.0, 0.0)
     if end_offset > 86400:
         problems.add("polling.end_offset", "must be at most 1d")
     return PollingConfig(interval, jitter, stale_after, end_offset), "stale_after" in raw
 
 
 def _read_key(
-    raw: dict[str, Any], path: str, env: Mapping[str, str], base: Path, problems: _Problems
+    raw: dict[str, Any], path: str, env: Mapping[str, str], base: Path, problems: Problems
 ) -> tuple[RestKey | None, str]:
     """The key and a description of where it came from that is safe to print."""
     given = [k for k in _KEY_FIELDS if k in raw]
@@ -461,36 +416,6 @@ def _read_key(
     return RestKey(secret), f"file {key_path}"
 
 
-_MAX_DEPTH = 32
-_MAX_INT_BITS = 3322  # 1000 decimal digits
-
-
-def _unreadable(value: Any, path: str, depth: int, seen: set[int]) -> Iterator[str]:
-    """Values no config needs that would crash the checks: integers too long for ``str()``
-    (Python refuses beyond 4300 digits) and nesting deep enough to exhaust ``repr()``'s stack.
-    """
-    where = path or "top level"
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value.bit_length() > _MAX_INT_BITS:
-            yield f"{where}: number with more than 1000 digits"
-        return
-    if not isinstance(value, dict | list) or id(value) in seen:
-        return  # a YAML alias may make a structure contain itself: walk it once
-    if depth >= _MAX_DEPTH:
-        yield f"{where}: nested more than {_MAX_DEPTH} levels deep"
-        return
-    seen.add(id(value))
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _unreadable(item, f"{path}[{i}]", depth + 1, seen)
-        return
-    for key, item in value.items():
-        if isinstance(key, int) and key.bit_length() > _MAX_INT_BITS:
-            yield f"{where}: a key is a number with more than 1000 digits"
-            continue
-        yield from _unreadable(item, f"{path}.{key}" if path else str(key), depth + 1, seen)
-
-
 def parse_config(
     data: Any,
     *,
@@ -501,13 +426,13 @@ def parse_config(
     """Validate already-loaded YAML data. Raises ``ConfigError`` listing every problem."""
     env = os.environ if env is None else env
     base = base_dir or Path.cwd()
-    unreadable = list(_unreadable(data, "", 0, set()))
-    if unreadable:  # the checks below could not even print these values
-        raise ConfigError(source, unreadable)
-    problems = _Problems()
+    unreadable_values = list(unreadable(data))
+    if unreadable_values:  # the checks below could not even print these values
+        raise ConfigError(source, unreadable_values)
+    problems = Problems()
     if data is None:
         data = {}
-    top = _mapping(data, "", problems, _TOP_KEYS)
+    top = mapping(data, "", problems, _TOP_KEYS)
     if not isinstance(data, dict):
         raise ConfigError(source, problems.items)
     api = _parse_api(top.get("api"), problems)
@@ -516,9 +441,7 @@ def parse_config(
     windows: tuple[Window, ...] = (Window.parse("24h"), Window.parse("30d"))
     if "windows" in top:
         windows = _windows(top["windows"], "windows", problems) or windows
-    max_sources = _integer(
-        top, "max_sources_per_account", "", problems, DEFAULT_MAX_SOURCES, 1, 100
-    )
+    max_sources = integer(top, "max_sources_per_account", "", problems, DEFAULT_MAX_SOURCES, 1, 100)
 
     accounts: list[AccountConfig] = []
     raw_accounts = top.get("accounts")
@@ -530,7 +453,7 @@ def parse_config(
         path = f"accounts[{i}]"
         if not isinstance(item, dict):
             problems.add(
-                path, f"must be a mapping with at least name and rest_key_env, got {_kind(item)}"
+                path, f"must be a mapping with at least name and rest_key_env, got {kind(item)}"
             )
             continue
         account = _parse_account(
@@ -556,7 +479,7 @@ def parse_config(
         max_sources_per_account=max_sources,
         source=source,
         timezone=timezone,
-        warnings=tuple(_literal_key_warnings(raw_accounts, source)),
+        warnings=tuple(_readable_secret_warnings(raw_accounts, api.proxy_url, source)),
     )
 
 
@@ -569,10 +492,10 @@ def _parse_account(
     default_timezone: str,
     env: Mapping[str, str],
     base: Path,
-    problems: _Problems,
+    problems: Problems,
 ) -> AccountConfig | None:
     before = len(problems.items)
-    raw = _mapping(item, path, problems, _ACCOUNT_KEYS)
+    raw = mapping(item, path, problems, _ACCOUNT_KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.add(f"{path}.name", "must be a non-empty string")
@@ -584,7 +507,7 @@ def _parse_account(
     raw_labels = raw.get("labels", {})
     if not isinstance(raw_labels, dict):
         problems.add(
-            f"{path}.labels", f"must be a mapping of label names to values, got {_kind(raw_labels)}"
+            f"{path}.labels", f"must be a mapping of label names to values, got {kind(raw_labels)}"
         )
     else:
         for label, value in raw_labels.items():
@@ -601,9 +524,9 @@ def _parse_account(
     if "windows" in raw:
         account_windows = _windows(raw["windows"], f"{path}.windows", problems) or windows
     timezone = _timezone(raw, path, problems, default_timezone)
-    interval = _duration(raw, "interval", path, problems, polling.interval, MIN_INTERVAL_SECONDS)
+    interval = duration(raw, "interval", path, problems, polling.interval, MIN_INTERVAL_SECONDS)
     default_stale = polling.stale_after if explicit_stale else 3 * interval
-    stale_after = _duration(raw, "stale_after", path, problems, default_stale, 0.0)
+    stale_after = duration(raw, "stale_after", path, problems, default_stale, 0.0)
     if stale_after < interval:
         problems.add(f"{path}.stale_after", "must be at least the account's polling interval")
     if len(problems.items) != before or key is None:
@@ -620,46 +543,31 @@ def _parse_account(
     )
 
 
-def _literal_key_warnings(raw_accounts: list[Any], source: str) -> Iterator[str]:
-    """Like ssh: a literal key in a file other users can read deserves a warning."""
+def _readable_secret_warnings(
+    raw_accounts: list[Any], proxy: ProxyUrl | None, source: str
+) -> Iterator[str]:
+    """Like ssh: a secret written in a file other users can read deserves a warning."""
     literal = [str(a.get("name")) for a in raw_accounts if isinstance(a, dict) and "rest_key" in a]
-    if not literal:
+    proxy_password = proxy is not None and bool(proxy.password)
+    if not literal and not proxy_password:
         return
     try:
         mode = Path(source).stat().st_mode & 0o777
     except OSError:
         return
-    if mode & 0o044:
+    if not mode & 0o044:
+        return
+    readable = f"{source} is readable by other users (mode {mode:o})"
+    if literal:
         yield (
-            f"{source} is readable by other users (mode {mode:o}) and holds a literal rest_key "
-            f"for account(s) {', '.join(literal)}: use rest_key_env or rest_key_file, "
-            f"or chmod 600 {source}"
+            f"{readable} and holds a literal rest_key for account(s) {', '.join(literal)}: "
+            f"use rest_key_env or rest_key_file, or chmod 600 {source}"
         )
-
-
-def read_yaml_file(path: Path) -> tuple[bytes, Any]:
-    """The raw bytes and the parsed YAML of a file; ``ConfigError`` naming the file if not."""
-    source = str(path)
-    try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(source, ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(source, [f"cannot read the file: {reason}"]) from None
-    try:
-        return raw, yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(source, [f"{where}{problem}"]) from None
-    except (ValueError, OverflowError) as exc:  # a value YAML recognised but cannot build
-        problem = "a number is too long" if "digits" in str(exc) else str(exc)
-        raise ConfigError(source, [f"invalid value in the YAML: {problem}"]) from None
-    except RecursionError:  # [[[[… deeper than the parser's stack
-        raise ConfigError(source, ["invalid YAML: nested too deeply"]) from None
+    if proxy_password:
+        yield (
+            f"{readable} and holds the proxy password in api.proxy_url: chmod 600 {source}, "
+            "or leave api.proxy_url out and set HTTPS_PROXY in the exporter's environment"
+        )
 
 
 def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:

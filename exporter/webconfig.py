@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import difflib
 import hashlib
 import logging
 import re
@@ -29,7 +28,7 @@ from typing import Any
 import bcrypt
 from aiohttp import hdrs, web
 
-from exporter.config import ConfigError, read_yaml_file
+from exporter.yamlcheck import ConfigError, Problems, kind, mapping, read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -136,50 +135,18 @@ class WebConfig:
         return f"TLS {tls}; basic auth {users}; headers {headers}"
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), "null" if value is None else type(value).__name__
-    )
-
-
-def _mapping(value: Any, path: str, allowed: set[str], problems: _Problems) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.add(path or "(top level)", f"must be a mapping, got {_kind(value)}")
-        return {}
-    for key in value:
-        where = f"{path}.{key}" if path else str(key)
-        if key in allowed:
-            continue
-        if where in _NOT_SUPPORTED:
-            problems.add(where, f"is not supported by retargeting-exporter{_NOT_SUPPORTED[where]}")
-            continue
-        close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-        problems.add(where, "unknown key" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return {k: v for k, v in value.items() if k in allowed}
-
-
-def _file(raw: dict[str, Any], key: str, base: Path, problems: _Problems) -> Path | None:
+def _file(raw: dict[str, Any], key: str, base: Path, problems: Problems) -> Path | None:
     value = raw.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        problems.add(f"tls_server_config.{key}", f"must be a file name, got {_kind(value)}")
+        problems.add(f"tls_server_config.{key}", f"must be a file name, got {kind(value)}")
         return None
     path = Path(value)
     return path if path.is_absolute() else base / path
 
 
-def _version(raw: dict[str, Any], key: str, default: ssl.TLSVersion, problems: _Problems) -> Any:
+def _version(raw: dict[str, Any], key: str, default: ssl.TLSVersion, problems: Problems) -> Any:
     value = raw.get(key)
     if value is None:
         return default
@@ -190,8 +157,8 @@ def _version(raw: dict[str, Any], key: str, default: ssl.TLSVersion, problems: _
     return default
 
 
-def _parse_tls(value: Any, base: Path, problems: _Problems) -> TlsServerConfig | None:
-    raw = _mapping(value, "tls_server_config", _TLS_KEYS, problems)
+def _parse_tls(value: Any, base: Path, problems: Problems) -> TlsServerConfig | None:
+    raw = mapping(value, "tls_server_config", problems, _TLS_KEYS, not_supported=_NOT_SUPPORTED)
     if not raw:
         return None
     before = len(problems.items)
@@ -232,15 +199,15 @@ def _parse_tls(value: Any, base: Path, problems: _Problems) -> TlsServerConfig |
     return TlsServerConfig(cert, key, ca, auth, low, high)
 
 
-def _parse_http(value: Any, problems: _Problems) -> dict[str, str]:
-    raw = _mapping(value, "http_server_config", _HTTP_KEYS, problems)
+def _parse_http(value: Any, problems: Problems) -> dict[str, str]:
+    raw = mapping(value, "http_server_config", problems, _HTTP_KEYS, not_supported=_NOT_SUPPORTED)
     if not isinstance(raw.get("http2", True), bool):
         problems.add("http_server_config.http2", "must be true or false")
     headers = raw.get("headers")
     if headers is None:
         return {}
     if not isinstance(headers, dict):
-        problems.add("http_server_config.headers", f"must be a mapping, got {_kind(headers)}")
+        problems.add("http_server_config.headers", f"must be a mapping, got {kind(headers)}")
         return {}
     out: dict[str, str] = {}
     for name, text in headers.items():
@@ -256,13 +223,11 @@ def _parse_http(value: Any, problems: _Problems) -> dict[str, str]:
     return out
 
 
-def _parse_users(value: Any, problems: _Problems) -> dict[str, bytes]:
+def _parse_users(value: Any, problems: Problems) -> dict[str, bytes]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.add(
-            "basic_auth_users", f"must map user names to bcrypt hashes, got {_kind(value)}"
-        )
+        problems.add("basic_auth_users", f"must map user names to bcrypt hashes, got {kind(value)}")
         return {}
     users: dict[str, bytes] = {}
     for name, hashed in value.items():
@@ -284,8 +249,10 @@ def _parse_users(value: Any, problems: _Problems) -> dict[str, bytes]:
 
 def parse_web_config(data: Any, *, source: str, base_dir: Path) -> WebConfig:
     """Validate loaded YAML; TLS files are not read (``load_web_config`` does that)."""
-    problems = _Problems()
-    top = _mapping(data, "", _TOP_KEYS, problems)
+    problems = Problems()
+    top = mapping(
+        data, "", problems, _TOP_KEYS, top_level="(top level)", not_supported=_NOT_SUPPORTED
+    )
     tls = _parse_tls(top.get("tls_server_config"), base_dir, problems)
     headers = _parse_http(top.get("http_server_config"), problems)
     users = _parse_users(top.get("basic_auth_users"), problems)
@@ -305,7 +272,7 @@ def _refuse_passphrase() -> bytes:
     raise _EncryptedKeyError
 
 
-def _read(path: Path, where: str, problems: _Problems) -> str | None:
+def _read(path: Path, where: str, problems: Problems) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
@@ -315,7 +282,7 @@ def _read(path: Path, where: str, problems: _Problems) -> str | None:
 
 def build_ssl_context(tls: TlsServerConfig, source: str) -> ssl.SSLContext:
     """A server context with the certificate, key and client CAs loaded; ``ConfigError`` if not."""
-    problems = _Problems()
+    problems = Problems()
     cert_text = _read(tls.cert_file, "tls_server_config.cert_file", problems)
     key_text = _read(tls.key_file, "tls_server_config.key_file", problems)
     ca_text = None

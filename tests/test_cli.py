@@ -97,6 +97,43 @@ def test_config_check_prints_a_summary_without_secrets(tmp_path: Path) -> None:
     assert GOOD_KEY not in result.stdout + result.stderr and BAD_KEY not in result.stdout
 
 
+PROXY_USER = "proxy-user-ZQ8"
+ENCODED_PASSWORD = "proxy-pw-SECRETZQ9%2F%2B%3D"  # the password proxy-pw-SECRETZQ9/+=
+
+
+def proxy_config(tmp_path: Path, proxy_url: str) -> tuple[Path, dict[str, str]]:
+    path = tmp_path / "config.yaml"
+    accounts = [{"name": "shop-a", "rest_key_env": "KEY_0"}]
+    path.write_text(yaml.safe_dump({"api": {"proxy_url": proxy_url}, "accounts": accounts}))
+    path.chmod(0o644)  # readable by others: the warning must not show the password either
+    return path, dict(os.environ) | {"KEY_0": GOOD_KEY}
+
+
+def assert_no_proxy_credentials(text: str) -> None:
+    assert "ZQ8" not in text and "SECRETZQ9" not in text  # no user, no password, any spelling
+
+
+def test_config_check_summary_shows_no_proxy_credentials(tmp_path: Path) -> None:
+    path, env = proxy_config(tmp_path, f"http://{PROXY_USER}:{ENCODED_PASSWORD}@proxy.example:3128")
+    result = run("--config.check", f"--config.file={path}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"configuration {path} is valid\n")
+    assert "holds the proxy password in api.proxy_url" in result.stdout + result.stderr
+    assert_no_proxy_credentials(result.stdout + result.stderr)
+
+
+def test_config_check_names_a_bad_proxy_url_without_its_credentials(tmp_path: Path) -> None:
+    path, env = proxy_config(
+        tmp_path, f"https://{PROXY_USER}:{ENCODED_PASSWORD}@proxy.example:3128"
+    )
+    result = run("--config.check", f"--config.file={path}", env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"invalid configuration {path}:" in result.stderr
+    assert "api.proxy_url: must be an http:// URL: https:// proxies" in result.stderr
+    assert_no_proxy_credentials(result.stdout + result.stderr)
+
+
 async def test_once_succeeds_when_every_account_does(fake: FakeApi, tmp_path: Path) -> None:
     path, env = write_config(tmp_path, fake.url, {"shop-a": GOOD_KEY})
     code, out, err = await arun("--once", f"--config.file={path}", env=env)

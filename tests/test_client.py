@@ -26,7 +26,7 @@ from exporter.client import (
     classify_response,
     parse_retry_after,
 )
-from exporter.config import ApiConfig, RestKey
+from exporter.config import ApiConfig, ProxyUrl, RestKey
 from exporter.fakeapi import (
     DOCUMENTED_EXAMPLE_ROWS,
     AccountState,
@@ -529,5 +529,13 @@ def test_a_reload_keeps_the_client_only_for_the_same_endpoint() -> None:
             assert not client.serves(replace(api, url="http://127.0.0.1:2/x"))
             assert not client.serves(replace(api, max_concurrency=5))
             assert not client.serves(replace(api, user_agent="other"))
+            proxy = ProxyUrl.parse("http://u:p@127.0.0.1:3128")
+            assert not client.serves(replace(api, proxy_url=proxy))
+        async with TrafficSourceClient.for_api(replace(api, proxy_url=proxy)) as proxied:
+            assert proxied.serves(replace(api, proxy_url=ProxyUrl.parse(proxy.reveal())))
+            assert not proxied.serves(
+                replace(api, proxy_url=ProxyUrl.parse("http://u:q@127.0.0.1:3128"))
+            )
+            assert not proxied.serves(api)
 
     asyncio.run(check())

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 from tooling import REPO
+from yarl import URL
 
 from exporter.config import (
     DEFAULT_API_URL,
     ConfigError,
+    ProxyUrl,
     RestKey,
     Window,
     format_duration,
     load_config,
     parse_config,
     parse_duration,
+    url_problem,
+    user_agent_problem,
 )
+from exporter.logs import Redactor
 
 ENV = {"SHOP_A_KEY": "key-aaa", "SHOP_B_KEY": "key-bbb", "EMPTY": "  "}
 
@@ -182,6 +189,16 @@ BAD_CONFIGS = [
         minimal(api={"user_agent": "x\r\nX-Injected: 1"}),
         ["api.user_agent: must be printable text on one line"],
         id="user-agent-with-newline",
+    ),
+    pytest.param(
+        minimal(api={"url": "https://user:pass/word@api.example.test/x"}),
+        ["api.url: is not a valid URL (its host and port cannot be read)"],
+        id="api-url-never-quotes-a-password",
+    ),
+    pytest.param(
+        minimal(max_sources_per_account=0),
+        ["max_sources_per_account: must be an integer from 1 to 100, got 0"],
+        id="max-sources-out-of-range",
     ),
     pytest.param(
         {"accounts": [{"name": "a"}]},
@@ -364,3 +381,268 @@ def test_config_check_cli_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "accounts[0].rest_key_env: environment variable NOT_SET_ANYWHERE is not set" in (
         result.stderr
     )
+
+
+# -- the API URL and User-Agent checks -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://example.test/", "must be http:// or https:// with a host"),
+        ("http:///path", "must be http:// or https:// with a host"),
+        ("https://user:pw@example.test/", "must not carry a user name or password"),
+        ("https://example.test:99999/", "is not a valid URL (Port out of range 0-65535)"),
+        ("https://example.test:port/", "is not a valid URL (its host and port cannot be read)"),
+        ("https://example.test/a b", "must be ASCII without spaces (percent-encode the rest)"),
+        ("https://exämple.test/", "must be ASCII without spaces (percent-encode the rest)"),
+    ],
+)
+def test_urls_the_client_cannot_use(url: str, problem: str) -> None:
+    assert url_problem(url) == problem
+
+
+@pytest.mark.parametrize(
+    "url", [DEFAULT_API_URL, "http://127.0.0.1:8080/ts", "https://[::1]:8443/x?a=%20b"]
+)
+def test_urls_the_client_can_use(url: str) -> None:
+    assert url_problem(url) is None
+
+
+@pytest.mark.parametrize(
+    ("agent", "problem"),
+    [
+        ("x\r\nX-Evil: 1", "must be printable text on one line"),
+        ("tab\there", "must be printable text on one line"),
+        ("retargeting-exporter/1.0 (agency-x)", None),
+    ],
+)
+def test_a_user_agent_cannot_inject_headers(agent: str, problem: str | None) -> None:
+    assert user_agent_problem(agent) == problem
+
+
+# -- api.proxy_url -------------------------------------------------------------------------------
+
+PROXY_USER, PROXY_PASSWORD = "alice-ZQ8", "pw-SECRETZQ9"
+
+
+def proxy_of(url: object) -> ProxyUrl | None:
+    return parse_config(minimal(api={"proxy_url": url}), env=ENV).api.proxy_url
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "username", "password", "shown", "revealed"),
+    [
+        ("http://proxy.example:3128", "proxy.example", 3128, "", "",
+         "http://proxy.example:3128", "http://proxy.example:3128"),
+        ("http://proxy.example", "proxy.example", 80, "", "",
+         "http://proxy.example:80", "http://proxy.example:80"),
+        ("HTTP://Proxy.Example:3128/", "proxy.example", 3128, "", "",
+         "http://proxy.example:3128", "http://proxy.example:3128"),
+        ("http://10.0.0.1:8080", "10.0.0.1", 8080, "", "",
+         "http://10.0.0.1:8080", "http://10.0.0.1:8080"),
+        ("http://[::1]:3128", "::1", 3128, "", "", "http://[::1]:3128", "http://[::1]:3128"),
+        ("http://alice:s3cr%40t@proxy.example:3128", "proxy.example", 3128, "alice", "s3cr@t",
+         "http://proxy.example:3128 (with credentials)",
+         "http://alice:s3cr%40t@proxy.example:3128"),
+        ("http://alice:p@ss:w@proxy.example:3128", "proxy.example", 3128, "alice", "p@ss:w",
+         "http://proxy.example:3128 (with credentials)",
+         "http://alice:p%40ss%3Aw@proxy.example:3128"),
+        ("http://alice@proxy.example", "proxy.example", 80, "alice", "",
+         "http://proxy.example:80 (with credentials)", "http://alice@proxy.example:80"),
+    ],
+)  # fmt: skip
+def test_proxy_url_valid_forms(
+    url: str, host: str, port: int, username: str, password: str, shown: str, revealed: str
+) -> None:
+    proxy = proxy_of(url)
+    assert proxy is not None
+    assert (proxy.host, proxy.port, proxy.username, proxy.password) == (
+        host,
+        port,
+        username,
+        password,
+    )
+    assert str(proxy) == repr(proxy) == shown
+    assert proxy.reveal() == revealed
+    assert proxy == ProxyUrl.parse(url)
+
+
+@pytest.mark.parametrize("data", [minimal(), minimal(api={"proxy_url": None})])
+def test_without_proxy_url_the_environment_decides(data: dict[str, object]) -> None:
+    assert parse_config(data, env=ENV).api.proxy_url is None
+
+
+WHERE = "http://[user:password@]host[:port]"
+BAD_PROXY_URLS = [
+    pytest.param(
+        3128, "must be an http:// URL such as http://proxy.example:3128, got int", id="number"
+    ),
+    pytest.param(
+        {"host": "proxy.example"},
+        "must be an http:// URL such as http://proxy.example:3128, got a mapping",
+        id="mapping",
+    ),
+    pytest.param("", "must be an http:// URL such as http://proxy.example:3128", id="empty"),
+    pytest.param(
+        f"https://{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:3128",
+        "must be an http:// URL: https:// proxies (TLS to the proxy itself) are not supported; "
+        "requests to an https:// api.url travel encrypted through the proxy's CONNECT tunnel "
+        "all the same",
+        id="https",
+    ),
+    pytest.param(
+        f"socks5://{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:1080",
+        "must be an http:// URL such as http://proxy.example:3128",
+        id="socks",
+    ),
+    pytest.param(
+        f"{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:3128",
+        "must be an http:// URL such as http://proxy.example:3128",
+        id="no-scheme-with-credentials",
+    ),
+    pytest.param(
+        "proxy.example:3128",
+        "must be an http:// URL such as http://proxy.example:3128",
+        id="no-scheme",
+    ),
+    pytest.param(
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}@",
+        f"must name the proxy's host: {WHERE}",
+        id="no-host",
+    ),
+    pytest.param("http://:3128", f"must name the proxy's host: {WHERE}", id="port-only"),
+    pytest.param(
+        f"http://{PROXY_USER}:pw/{PROXY_PASSWORD}@proxy.example:3128",
+        "is not a valid URL (its host and port cannot be read; percent-encode / ? # @ : in the "
+        "user name and password)",
+        id="slash-in-password",
+    ),
+    pytest.param(
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:3128/proxy",
+        f"must not have a path, query or fragment: {WHERE}",
+        id="path",
+    ),
+    pytest.param(
+        "http://proxy.example:3128/?via=1",
+        f"must not have a path, query or fragment: {WHERE}",
+        id="query",
+    ),
+    pytest.param(
+        "http://proxy.example:3128#top",
+        f"must not have a path, query or fragment: {WHERE}",
+        id="fragment",
+    ),
+    pytest.param(
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:99999",
+        "is not a valid URL (Port out of range 0-65535)",
+        id="port-too-big",
+    ),
+    pytest.param(
+        "http://proxy.example:0",
+        "is not a valid URL (port 0; use a port from 1 to 65535)",
+        id="port-0",
+    ),
+    pytest.param(
+        "http://proxy.example:squid",
+        "is not a valid URL (its host and port cannot be read)",
+        id="port-not-a-number",
+    ),
+    pytest.param(
+        f"http://{PROXY_USER}:{PROXY_PASSWORD} x@proxy.example:3128",
+        "must be ASCII without spaces (percent-encode the rest)",
+        id="space",
+    ),
+    pytest.param(
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}€@proxy.example:3128",
+        "must be ASCII without spaces (percent-encode the rest)",
+        id="not-ascii",
+    ),
+    pytest.param(
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}%E2%82%AC@proxy.example:3128",
+        "the user name and password must be Latin-1 text once percent-decoded (the proxy "
+        "receives them by Basic authentication)",
+        id="not-latin-1",
+    ),
+    pytest.param(
+        f"http://{PROXY_USER}%3Ax:{PROXY_PASSWORD}@proxy.example:3128",
+        "the user name must not contain ':' (Basic authentication cannot)",
+        id="colon-in-user-name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "problem"), BAD_PROXY_URLS)
+def test_bad_proxy_urls_are_named_without_their_credentials(url: object, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(minimal(api={"proxy_url": url}), source="cfg.yaml", env=ENV)
+    assert info.value.problems == [f"api.proxy_url: {problem}"]
+    text = str(info.value)
+    assert "SECRETZQ9" not in text and "ZQ8" not in text
+
+
+def test_config_secrets_are_the_rest_keys_and_every_spelling_of_the_proxy_password() -> None:
+    both = {"accounts": [
+        {"name": "a", "rest_key_env": "SHOP_A_KEY"}, {"name": "b", "rest_key_env": "SHOP_B_KEY"}
+    ]}  # fmt: skip
+    assert parse_config(both, env=ENV).secrets() == ["key-aaa", "key-bbb"]
+    config = parse_config(
+        both | {"api": {"proxy_url": "http://alice:s3cr%40t!@proxy.example:3128"}}, env=ENV
+    )
+    header = base64.b64encode(b"alice:s3cr@t!").decode()
+    assert sorted(config.secrets()) == sorted(
+        ["key-aaa", "key-bbb", "s3cr@t!", "s3cr%40t!", "s3cr%40t%21", "alice:s3cr@t!", header]
+    )
+    without_password = parse_config(
+        both | {"api": {"proxy_url": "http://alice@proxy.example:3128"}}, env=ENV
+    )
+    assert without_password.secrets() == ["key-aaa", "key-bbb"]
+
+
+@pytest.mark.parametrize(
+    "password", ["s3cr@t", "p@ss:w/rd?#%41", "a!b$c&'()*+,;=d", "caf\u00e9 \u00ff", "~-._", "%"]
+)
+def test_aiohttp_gets_the_proxy_credentials_and_the_redactor_knows_its_spellings(
+    password: str,
+) -> None:
+    proxy = ProxyUrl("proxy.example", 3128, "alice", password)
+    url = URL(proxy.reveal())
+    assert (url.scheme, url.host, url.port) == ("http", "proxy.example", 3128)
+    # aiohttp takes the proxy's credentials from the URL this way, and sends them in Latin-1.
+    auth = aiohttp.BasicAuth.from_url(url)
+    assert auth is not None and (auth.login, auth.password) == ("alice", password)
+    header = auth.encode()
+    secrets = parse_config(minimal(api={"proxy_url": proxy.reveal()}), env=ENV).secrets()
+    line = f"GET {url} via {url.raw_password} ({url.password}); {header}; {proxy.reveal()}"
+    scrubbed = Redactor(secrets).scrub(line)
+    assert password not in scrubbed and header.split(" ", 1)[1] not in scrubbed
+    assert url.raw_password is not None and url.raw_password not in scrubbed
+    assert scrubbed.count("<redacted>") == 5
+
+
+def test_proxy_credentials_never_show_in_the_config_repr() -> None:
+    config = parse_config(
+        minimal(api={"proxy_url": f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:3128"}),
+        env=ENV,
+    )
+    for text in (repr(config), str(config.api), repr(config.api.proxy_url)):
+        assert "SECRETZQ9" not in text and "ZQ8" not in text
+    assert "proxy_url=http://proxy.example:3128 (with credentials)" in repr(config.api)
+
+
+def test_a_proxy_password_in_a_world_readable_file_warns(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    url = f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.example:3128"
+    path.write_text(yaml.safe_dump(minimal(api={"proxy_url": url})))
+    path.chmod(0o644)
+    (warning,) = load_config(path, env=ENV).warnings
+    assert warning == (
+        f"{path} is readable by other users (mode 644) and holds the proxy password in "
+        f"api.proxy_url: chmod 600 {path}, or leave api.proxy_url out and set HTTPS_PROXY "
+        "in the exporter's environment"
+    )
+    path.chmod(0o600)
+    assert load_config(path, env=ENV).warnings == ()
+    path.write_text(yaml.safe_dump(minimal(api={"proxy_url": "http://proxy.example:3128"})))
+    path.chmod(0o644)
+    assert load_config(path, env=ENV).warnings == ()

@@ -152,6 +152,9 @@ BAD_VALUES: list[tuple[Obj, str]] = [
         "additional properties 'rest_key' not allowed",
     ),
     ({"config": {"accounts": [{"labels": {"team": "x"}}]}}, "missing property 'name'"),
+    # The config is a ConfigMap: proxy credentials belong in a Secret (HTTPS_PROXY via extraEnv).
+    ({"config": {"api": {"proxy_url": "http://u:pw@proxy.example:3128"}}}, "/config/api/proxy_url"),
+    ({"config": {"api": {"proxy_url": "https://proxy.example:3128"}}}, "/config/api/proxy_url"),
     ({"image": {"digest": "latest"}}, "/image/digest"),
     ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
 ]

@@ -31,7 +31,7 @@ from exporter.client import (
     parse_retry_after,
     parse_rows,
 )
-from exporter.config import Config, ConfigError, parse_config
+from exporter.config import Config, ConfigError, ProxyUrl, parse_config
 
 SETTINGS = settings(
     max_examples=200,
@@ -259,7 +259,7 @@ def test_well_formed_answers_parse_to_exactly_what_was_sent(
 # -- the config loader ---------------------------------------------------------------------------
 
 TOP = ["api", "polling", "windows", "accounts", "max_sources_per_account", "timezone"]
-API = ["url", "timeout", "max_concurrency", "user_agent", "retries"]
+API = ["url", "timeout", "max_concurrency", "user_agent", "retries", "proxy_url"]
 RETRIES = ["attempts", "initial_backoff", "max_backoff"]
 POLLING = ["interval", "jitter", "stale_after", "end_offset"]
 ACCOUNT = [
@@ -304,7 +304,16 @@ def config_strategy(too_long: bool) -> st.SearchStrategy[Any]:
         safe_text,
         durations,
         st.sampled_from(
-            [*KEY_FILES, *ENV_NAMES, "http://127.0.0.1:1/x", "UTC", "Europe/Bucharest", "Mars/Base"]
+            [
+                *KEY_FILES,
+                *ENV_NAMES,
+                "http://127.0.0.1:1/x",
+                "UTC",
+                "Europe/Bucharest",
+                "Mars/Base",
+                "http://u:p%40w@127.0.0.1:3128",
+                "https://u:p@127.0.0.1:3128",
+            ]
         ),
     )
     values = st.recursive(
@@ -423,6 +432,36 @@ def test_yaml_text_gives_a_config_or_a_config_error(text: str, tmp_path: Path) -
         assert error.problems
         return
     assert_sane(config)
+
+
+USER_NEEDLE, PASSWORD_NEEDLE = "USRZQ4", "PWZQ5"
+# Often the characters that end or split a URL's parts; any other ASCII; rarely non-ASCII.
+url_text = st.text(
+    st.sampled_from(list("/?#@:%[]. A")) | st.characters(codec="ascii") | st.just("\u20ac"),
+    max_size=8,
+)
+
+
+@SETTINGS
+@given(
+    scheme=st.sampled_from(["http://", "HTTP://", "https://", "socks5://", "", "//"]),
+    user=url_text,
+    password=url_text,
+    host=st.sampled_from(["proxy.example", "[::1]", "", "10.0.0.1", "[zz]"]),
+    rest=st.one_of(url_text, st.sampled_from([":3128", ":0", ":99999", ":x", "/", "/p?q#f"])),
+)
+def test_proxy_urls_parse_or_are_refused_without_quoting_their_credentials(
+    scheme: str, user: str, password: str, host: str, rest: str
+) -> None:
+    url = f"{scheme}{USER_NEEDLE}{user}:{PASSWORD_NEEDLE}{password}@{host}{rest}"
+    try:
+        proxy = ProxyUrl.parse(url)
+    except ValueError as exc:
+        assert USER_NEEDLE not in str(exc) and PASSWORD_NEEDLE not in str(exc)
+        return
+    assert USER_NEEDLE not in str(proxy) and PASSWORD_NEEDLE not in repr(proxy)
+    assert ProxyUrl.parse(proxy.reveal()) == proxy  # what aiohttp is given means the same
+    assert 1 <= proxy.port <= 65535 and proxy.host
 
 
 @pytest.mark.parametrize(

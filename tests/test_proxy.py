@@ -20,7 +20,7 @@ from tinyproxy import Tinyproxy
 from tooling import free_port
 
 from exporter.client import ApiError, ApiErrorReason, TrafficSourceClient
-from exporter.config import RestKey
+from exporter.config import RestKey, parse_config
 from exporter.fakeapi import FakeAccount, FakeApi
 
 pytestmark = pytest.mark.e2e
@@ -104,6 +104,20 @@ async def test_http_through_the_proxy_url(
     (line,) = proxy.requests()
     assert line.startswith(f"GET http://127.0.0.1:{port_of(fake.url)}/v1/partners-api/")
     assert fake.count(KEY) == 1
+
+
+async def test_the_configured_proxy_url_with_credentials(
+    fake: FakeApi, guarded_proxy: Tinyproxy, clients: Clients, tmp_path: Path
+) -> None:
+    """``api.proxy_url`` in the configuration, as the daemon reads it, reaches the proxy."""
+    data = {
+        "api": {"url": fake.url, "proxy_url": guarded_proxy.url(f"exporter:{PASSWORD}")},
+        "accounts": [{"name": "shop", "rest_key_env": "SHOP_KEY"}],
+    }
+    config = parse_config(data, env={"SHOP_KEY": KEY}, base_dir=tmp_path)
+    assert PASSWORD not in repr(config)
+    assert await rows(clients.for_api(config.api)) == 4
+    assert len(guarded_proxy.requests()) == 1 and fake.count(KEY) == 1
 
 
 async def test_https_through_a_tunnel_with_the_test_ca(

@@ -24,6 +24,7 @@ import stat
 import sys
 import time
 import traceback
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -398,7 +399,10 @@ async def test_no_key_in_cli_output_at_any_level_or_format(shop: Shop, tmp_path:
     data = config_data(shop, key_file, literal)
     write_config(config_file, data)  # world-readable with a literal key: warned about
     broken = tmp_path / "broken.yaml"
-    write_config(broken, {**data, "polling": {"interval": "1s"}, "bogus": True})
+    # Refused for three reasons, one a proxy URL whose password must not be quoted back.
+    password = urllib.parse.quote(new_key(), safe="")
+    api = {**data["api"], "proxy_url": f"https://user:{password}@proxy.example:3128"}
+    write_config(broken, {**data, "api": api, "polling": {"interval": "1s"}, "bogus": True})
     env = shop.env()
     outputs: list[tuple[str, str]] = []
 
@@ -609,18 +613,13 @@ async def test_no_secret_in_any_transport_failure_at_debug_level(
             ),
         }
         for kind, (url, proxy_url, message) in kinds.items():
-            data = {
-                "api": {
-                    "url": url,
-                    "timeout": "500ms",
-                    "retries": {"attempts": 1},
-                },
-                "accounts": [{"name": kind, "rest_key_env": "RK_TRANSPORT"}],
-            }
+            api: dict[str, Any] = {"url": url, "timeout": "500ms", "retries": {"attempts": 1}}
+            if proxy_url is not None:
+                api["proxy_url"] = proxy_url
+            data = {"api": api, "accounts": [{"name": kind, "rest_key_env": "RK_TRANSPORT"}]}
             config = parse_config(data, env={"RK_TRANSPORT": key}, base_dir=tmp_path)
-            client = TrafficSourceClient(
-                url, timeout=0.5, user_agent="secrets-test", proxy_url=proxy_url
-            )
+            texts.append((f"config ({kind})", repr(config)))
+            client = TrafficSourceClient.for_api(config.api)  # as the daemon makes it
             try:
                 error = await failure_of(client.fetch(RestKey(key), 1_700_000_000, 1_700_086_400))
                 assert error is not None, kind

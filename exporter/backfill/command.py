@@ -281,7 +281,7 @@ def main(argv: Sequence[str]) -> int:
     logs.configure(options.log_level, options.log_format, redactor)
     try:
         config = load_config(options.config_file)
-        redactor.update(a.rest_key.reveal() for a in config.accounts)
+        redactor.update(config.secrets())
         config = select_accounts(config, options)
     except ConfigError as exc:
         return exit_usage(PROG, exc)
