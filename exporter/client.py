@@ -386,7 +386,7 @@ class TrafficSourceClient:
         # The query is appended to the URL as text: built once, with the key quoted by _quote.
         self._prefix = url + ("&" if parts.query else "?") + "rest_key="
         # trust_env=True would look the environment up again, in a thread, for every request
-        # (several times the CPU of the request itself: docs/benchmarks.md). A running
+        # (a multiple of the CPU of the request itself: docs/benchmarks.md). A running
         # process's environment does not change: it is read once, with aiohttp's own rules.
         self._proxy = proxy_url if proxy_url is not None else env_proxy(url)
         self._proxy_name: str | None = None  # host:port, for messages (never the credentials)
@@ -508,6 +508,6 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")  # what percent-encoding leaves as
 
 
 def _quote(text: str) -> str:
-    if _UNRESERVED.fullmatch(text):  # the usual key: nothing to encode, and 10x faster to see
+    if _UNRESERVED.fullmatch(text):  # the usual key: nothing to encode, and cheaper to see
         return text
     return urllib.parse.quote(text, safe="")

@@ -1,8 +1,7 @@
 """Which event loop the commands run on: uvloop where it is installed, else asyncio's own.
 
-uvloop is a drop-in replacement written in Cython on libuv. ``python -m bench.client``, run
-alternately with and without it, gave 5-10% less CPU per request (270-274 against 279-290 us
-through the poller; docs/benchmarks.md).
+uvloop is a drop-in replacement written in Cython on libuv; with aiohttp's client it still
+costs less CPU per API request than asyncio's loop (docs/benchmarks.md, "Event loop").
 ``RETARGETING_EXPORTER_EVENT_LOOP=asyncio`` falls back to asyncio's loop (for troubleshooting).
 """
 

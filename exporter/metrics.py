@@ -240,10 +240,8 @@ class _Rendered:
 
 
 # Work units of one refresh() step: looking at an account costs 1, rendering it 25, so a step
-# renders at most 50 accounts (1-3 ms) or looks at 1,250 unchanged ones. Every answer that
-# arrives during a step waits for its end, holding its request's concurrency slot: with
-# 200-account steps (5-10 ms) a scrape during the 10,000-account cycle lengthened the slots
-# of the requests around it by 7-9 ms, with 50 by 2-3 ms (docs/benchmarks.md).
+# renders at most 50 accounts or looks at 1,250 unchanged ones. Steps stay short because every
+# answer that arrives during one waits for its end, holding its request's concurrency slot.
 _STEP = 1250
 _RENDER_COST = 25
 _versions = itertools.count(1)
@@ -274,7 +272,7 @@ class AccountsExposition:
         """Bring the cached parts up to date with ``store`` at ``now``.
 
         A generator: it yields between steps of a few ms, for a caller on an event loop to
-        let other tasks run (rendering 10,000 changed accounts takes half a second). The new
+        let other tasks run (rendering thousands of changed accounts at once would hold it). The new
         parts replace the old ones at the end, all at once.
         """
         if store.generation == self._generation and now < self._valid_until:

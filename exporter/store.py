@@ -16,8 +16,8 @@ _NO_ERRORS: Mapping[ApiErrorReason, int] = MappingProxyType({r: 0 for r in ApiEr
 # ``(window, fetched_at, date_from, date_to, *row_1, *row_2, ...)``. CPython's garbage collector
 # stops tracking such a tuple the first time it sees it (never a named tuple, nor any other
 # class's instance, nor a tuple holding one that is still tracked), so thousands of accounts'
-# figures cost later collections nothing; as named tuples of named tuples, they were 12 of the
-# ~20 objects per account that every collection walked (docs/benchmarks.md).
+# figures cost later collections nothing (as named tuples of named tuples, they were most of the
+# objects per account that every collection walked).
 PackedFigures = tuple[Any, ...]
 PackedRow = tuple[Any, ...]  # source_name, impressions, clicks, orders, revenue, ctr, cvr
 _ROW = len(TrafficRow._fields)
