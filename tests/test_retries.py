@@ -333,3 +333,19 @@ async def test_permanent_failures_do_not_wait_on_other_accounts(
     await clock.run(asyncio.gather(*(poller.poll(a) for a in config.accounts)))
     assert client.times(key_of("other")) == [started]
     assert client.times(KEY) == [started, started + 1.0]
+
+
+async def test_stop_ends_a_poll_waiting_out_retry_after(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
+    """Shutdown does not wait for the API's pause: the waiting poll is cancelled, not resumed."""
+    fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=20, count=1)
+    config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01, interval=60.0)
+    poller, client = clocked(clients, config, clock, ExtremeRandom("min"))
+    poller.start()
+    await clock.advance(10.0)  # the retry is due at 20 s
+    assert len(client.sent) == 1 and not poller.ready()
+    await asyncio.wait_for(poller.stop(), 60.0)  # a guard: stop must not wait for the clock
+    assert not poller.healthy()
+    await clock.advance(100.0)
+    assert len(client.sent) == 1 == fake.count(KEY)
