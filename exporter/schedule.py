@@ -173,11 +173,13 @@ class Scheduler:
         """Start every due poll that capacity allows; wait until the next one is due."""
         while True:
             self._wake.clear()
-            while len(self._polls) < self._capacity() and (name := self.plan.pop_due()):
+            while len(self._polls) < self._capacity():
+                name = self.plan.pop_due()
+                if name is None:
+                    break
                 if name in self._polls:
                     continue  # its previous poll is still running: this slot is skipped
-                task = asyncio.create_task(self._poll(name), name=f"poll {name}")
-                self._polls[name] = task
+                self._polls[name] = asyncio.create_task(self._poll(name), name=f"poll {name}")
             timer: Timer | None = None
             due = self.plan.next_due()
             if due is not None and len(self._polls) < self._capacity():

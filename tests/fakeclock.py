@@ -89,15 +89,18 @@ class FakeClock:
                 self._idle.set()
 
     async def settle(self) -> None:
-        """Let everything run that can without time passing."""
+        """Let everything run that can without time passing (timers already due included)."""
         quiet = 0
         while quiet < _QUIET_ROUNDS:
             if self._busy:
                 await self._idle.wait()
                 quiet = 0
-                continue
-            await asyncio.sleep(0)
-            quiet += 1
+            elif (due := self.next_timer()) is not None and due <= self._now:
+                heapq.heappop(self._timers)[2].callback()
+                quiet = 0
+            else:
+                await asyncio.sleep(0)
+                quiet += 1
 
     def next_timer(self) -> float | None:
         """When the earliest timer still planned is due."""
