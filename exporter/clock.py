@@ -72,6 +72,8 @@ def as_clock(clock: Clock | Callable[[], float] | None) -> Clock:
     """
     if clock is None:
         return SYSTEM_CLOCK
+    if isinstance(clock, SystemClock):  # the usual case, checked first: once per request
+        return clock
     if isinstance(clock, Clock):
         return clock
     return SystemClock(clock)

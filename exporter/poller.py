@@ -46,10 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Polls under way at once, per unit of api.max_concurrency. The request limit alone would let
-# every due poll start and queue its requests (at start-up, every account), each with its tasks
-# and futures for the garbage collector to walk. Twice the limit keeps every request slot busy
-# even while some admitted polls sleep between retries; the others wait as heap entries.
+# Polls under way at once, per unit of api.max_concurrency: enough to keep every request slot
+# busy while some polls sleep between retries; the rest wait as heap entries, not as tasks.
 _ADMITTED = 2
 
 
