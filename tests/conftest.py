@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -43,20 +42,3 @@ async def clients() -> AsyncIterator[Clients]:
     made = Clients()
     yield made
     await made.close()
-
-
-@pytest.fixture
-def exporter_sized_heap() -> Iterator[None]:
-    """Keep what earlier tests left on the heap out of the garbage collector's full passes.
-
-    Late in a full test run the test process holds about 300,000 objects, far more than an
-    exporter ever does, and one automatic full collection of them pauses its event loop for
-    220-300 ms (measured with ``gc.callbacks``): longer than the timings that the load, poller
-    and retry tests check.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

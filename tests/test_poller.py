@@ -1,35 +1,36 @@
-"""The poller against the real local fake API: limits, spreading, windows, state changes."""
+"""The poller against the real local fake API: limits, spreading, windows, state changes.
+
+Scheduling runs on a ``FakeClock``: requests are recorded when they go out, on that clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import Clients
+from fakeclock import FakeClock, RecordingClient
 from test_faults import wait_for
 
+import exporter.poller
 from exporter.client import ApiError, ApiErrorReason
 from exporter.config import Config, parse_config
 from exporter.fakeapi import DOCUMENTED_SOURCES, AccountState, FakeAccount, FakeApi, Fault
 from exporter.poller import Poller, phase
 from exporter.store import SnapshotStore
 
-# Slot and spreading timings to 0.05-0.15 s: no full collection of a test run's heap meanwhile.
-pytestmark = pytest.mark.usefixtures("exporter_sized_heap")
 
-
-def make_config(url: str, names: list[str], interval: float = 300, **top: Any) -> Config:
+def make_config(url: str, names: list[str], interval: float | None = None, **top: Any) -> Config:
     data: dict[str, Any] = {
         "api": {"url": url, "timeout": "2s", "retries": {"attempts": 1}},
         "accounts": [{"name": n, "rest_key_env": f"K_{i}"} for i, n in enumerate(names)],
         **top,
     }
     config = parse_config(data, env={f"K_{i}": f"key-{n}" for i, n in enumerate(names)})
-    if interval < 30:  # below the config minimum: tests only
+    if interval is not None:  # set directly: the config's minimum is 30 s
         accounts = tuple(
             replace(a, interval=interval, stale_after=3 * interval) for a in config.accounts
         )
@@ -45,6 +46,14 @@ async def started_fake(names: list[str], **kwargs: Any) -> FakeApi:
 
 def poller_for(config: Config, clients: Clients, store: SnapshotStore) -> Poller:
     return Poller(config, clients.for_api(config.api), store)
+
+
+def clocked_poller(
+    config: Config, clients: Clients, store: SnapshotStore, clock: FakeClock, **kwargs: Any
+) -> tuple[Poller, RecordingClient]:
+    """A poller on ``clock`` whose requests are recorded when they go out."""
+    client = RecordingClient(clients.new(config.api.url, timeout=config.api.timeout), clock)
+    return Poller(config, client, store, clock=clock, **kwargs), client  # type: ignore[arg-type]
 
 
 async def test_concurrency_limit_is_shared_across_accounts(clients: Clients) -> None:
@@ -70,6 +79,8 @@ async def test_an_accounts_windows_go_out_together_and_are_cancelled_together(
     fake = await started_fake(["a"], latency=0.2)
     try:
         config = make_config(fake.url, ["a"], windows=["30d", "1h", "7d"])
+        # The requests would hang for a minute: only cancelling them can end them sooner.
+        config = replace(config, api=replace(config.api, timeout=60.0))
         poller = poller_for(config, clients, SnapshotStore())
         snapshot = await poller.poll(config.accounts[0])
         assert fake.max_in_flight == 3
@@ -81,8 +92,7 @@ async def test_an_accounts_windows_go_out_together_and_are_cancelled_together(
         poll.cancel()
         with pytest.raises(asyncio.CancelledError):
             await poll
-        # Well inside the API timeout (2 s), which would end them anyway.
-        await wait_for(lambda: fake.in_flight == 0, 1.0, "every request cancelled")
+        await wait_for(lambda: fake.in_flight == 0, 10.0, "every request cancelled")
     finally:
         await fake.close()
 
@@ -91,16 +101,17 @@ async def test_windows_are_requested_ending_now_minus_end_offset(
     clients: Clients,
 ) -> None:
     fake = await started_fake(["a"])
+    clock = FakeClock()
     try:
         config = make_config(fake.url, ["a"], windows=["1h", "30d"], polling={"end_offset": "10m"})
-        before = int(time.time())
-        await poller_for(config, clients, SnapshotStore()).poll(config.accounts[0])
+        poller, _ = clocked_poller(config, clients, SnapshotStore(), clock)
+        await poller.poll(config.accounts[0])
     finally:
         await fake.close()
     spans = sorted(int(r.date_to) - int(r.date_from) for r in fake.requests)  # type: ignore[arg-type]
     assert spans == [3600, 30 * 86400]
     for request in fake.requests:
-        assert before - 600 <= int(request.date_to) <= before - 600 + 2  # type: ignore[arg-type]
+        assert int(request.date_to) == int(clock.time()) - 600  # type: ignore[arg-type]
 
 
 async def test_snapshot_after_success_and_failures(clients: Clients) -> None:
@@ -173,56 +184,59 @@ async def test_unexpected_error_is_counted_and_the_loop_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake = await started_fake(["a"])
+    clock = FakeClock()
     try:
-        config = make_config(fake.url, ["a"], interval=0.2)
+        config = make_config(fake.url, ["a"], interval=30)
         store = SnapshotStore()
-        poller = poller_for(config, clients, store)
+        poller, client = clocked_poller(config, clients, store, clock)
         calls = 0
-        original = Poller._next_snapshot
+        original = exporter.poller.next_snapshot
 
-        def flaky(self: Poller, *args: Any) -> Any:
+        def flaky(*args: Any, **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("a bug")
-            return original(self, *args)
+            return original(*args, **kwargs)
 
-        monkeypatch.setattr(Poller, "_next_snapshot", flaky)
+        monkeypatch.setattr(exporter.poller, "next_snapshot", flaky)
         poller.start()
-        deadline = time.monotonic() + 5
-        while not store.get("a").polled and time.monotonic() < deadline:  # type: ignore[union-attr]
-            await asyncio.sleep(0.02)
+        await clock.advance(0)
+        assert poller.internal_errors == 1 and not store.get("a").polled  # type: ignore[union-attr]
+        await clock.advance(45)  # the next poll comes in the account's slot all the same
         assert poller.healthy()
         await poller.stop()
     finally:
         await fake.close()
     assert poller.internal_errors == 1
     assert store.get("a").up  # type: ignore[union-attr]
+    assert len(client.sent) == 4  # two polls of two windows
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
 async def test_later_polls_are_spread_over_the_interval(clients: Clients) -> None:
     names = [f"shop-{i}" for i in range(6)]
-    interval = 1.5
+    interval = 60.0
     fake = await started_fake(names)
+    clock = FakeClock()
     try:
         config = make_config(fake.url, names, interval=interval, windows=["24h"])
-        poller = poller_for(config, clients, SnapshotStore())
+        poller, client = clocked_poller(config, clients, SnapshotStore(), clock)
+        start = clock.monotonic()
         poller.start()
         assert not poller.ready()
-        await asyncio.sleep(interval * 2.6)
+        await clock.advance(interval * 2.6)
         assert poller.ready()
         await poller.stop()
     finally:
         await fake.close()
-    start = min(r.time for r in fake.requests)
     for name in names:
-        times = [r.time - start for r in fake.requests_for(f"key-{name}")]
-        assert times[0] < 0.3  # first poll at start-up
-        expected = interval * (0.5 + phase(name))
-        assert times[1] == pytest.approx(expected, abs=0.3)
-        if len(times) > 2:
-            assert times[2] - times[1] == pytest.approx(interval, abs=0.3)
+        times = [t - start for t in client.times(f"key-{name}")]
+        # First poll at start-up, then at the account's phase, then every interval: no more.
+        slots = [interval * (0.5 + phase(name) + k) for k in range(3)]
+        expected = [0.0, *(t for t in slots if t <= interval * 2.6)]
+        assert times == pytest.approx(expected, abs=1e-9)
+    assert fake.count() == len(client.sent)  # every request recorded reached the fake
     phases = sorted(phase(n) for n in names)
     assert phases[-1] - phases[0] > 0.3  # the accounts really are spread
 
@@ -252,14 +266,19 @@ async def test_sources_over_the_cap_are_dropped_documented_first(
 async def test_stop_cancels_hanging_requests_quickly(clients: Clients) -> None:
     fake = await started_fake(["a"])
     fake.set_fault(Fault.HANG)
+    clock = FakeClock()
     try:
         config = make_config(fake.url, ["a"])
-        poller = poller_for(config, clients, SnapshotStore())
+        config = replace(config, api=replace(config.api, timeout=600.0))  # never, in this test
+        inner = clients.new(config.api.url, timeout=config.api.timeout)
+        client = RecordingClient(inner, clock, hanging=("key-a",))
+        poller = Poller(config, client, SnapshotStore(), clock=clock)  # type: ignore[arg-type]
         poller.start()
-        await asyncio.sleep(0.2)
-        started = time.monotonic()
-        await poller.stop()
-        assert time.monotonic() - started < 1
+        await wait_for(lambda: fake.in_flight == 2, 10.0, "both windows hanging")
+        # Stopping does not wait for the hanging requests: it cancels them.
+        await asyncio.wait_for(poller.stop(), 60.0)
+        await wait_for(lambda: fake.in_flight == 0, 10.0, "every request cancelled")
+        assert not poller.healthy()
     finally:
         await fake.close()
 
@@ -284,14 +303,20 @@ async def test_many_accounts_are_admitted_a_bounded_number_at_a_time(
     try:
         config = make_config(fake.url, names, windows=["24h"])
         config = replace(config, api=replace(config.api, max_concurrency=10))
-        poller = poller_for(config, clients, SnapshotStore())
+        clock = FakeClock()
+        most = 0
+
+        class Sampling(RecordingClient):
+            async def fetch(self, *args: Any) -> Any:  # as each request goes out
+                nonlocal most
+                most = max(most, polls())
+                return await super().fetch(*args)
+
+        client = Sampling(clients.new(config.api.url, timeout=config.api.timeout), clock)
+        poller = Poller(config, client, SnapshotStore(), clock=clock)  # type: ignore[arg-type]
         poller.start()
         assert poller.healthy()
-        most = 0
-        deadline = time.monotonic() + 20
-        while not poller.ready() and time.monotonic() < deadline:
-            most = max(most, polls())
-            await asyncio.sleep(0.005)
+        await clock.advance(0)  # the first round: all due now
         assert poller.ready() and poller.healthy()
         assert 10 < most <= 20  # busier than the request limit, never above twice it
         assert fake.max_in_flight == 10

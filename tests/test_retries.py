@@ -1,27 +1,27 @@
-"""Retries and back-off (issue 5), measured on the fake's own request timestamps.
+"""Retries and back-off (issue 5), on a fake clock: when each request went out, exactly.
 
 Transient failures are retried within a poll with exponential back-off and full jitter, bounded
 by the attempts and by half the interval; ``Retry-After`` (seconds and HTTP-date) is honoured:
 no request of the account is sent before it has elapsed. Permanent failures are not retried,
 and the account keeps being polled at its interval, so it recovers by itself. An injected random
-source makes the back-off measurable; intervals are fractions of a second.
+source makes the back-off exact; the requests go to the real local fake API.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import itertools
 import logging
+import math
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import Clients
-from test_faults import client_for, key_of, make_config, wait_for
+from fakeclock import FakeClock, RecordingClient
+from test_faults import client_for, key_of, make_config
 
 from exporter.client import ApiErrorReason
 from exporter.config import Config
@@ -32,9 +32,6 @@ from exporter.store import AccountSnapshot, SnapshotStore
 R = ApiErrorReason
 NAME = "shop"
 KEY = key_of(NAME)
-
-# Slot and spreading timings to 0.05-0.15 s: no full collection of a test run's heap meanwhile.
-pytestmark = pytest.mark.usefixtures("exporter_sized_heap")
 
 
 class ExtremeRandom(random.Random):
@@ -56,6 +53,11 @@ async def fake() -> AsyncIterator[FakeApi]:
     await api.start()
     yield api
     await api.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 def retry_config(
@@ -83,47 +85,55 @@ def retry_config(
     return replace(config, api=replace(config.api, retries=retries))
 
 
-def arrivals(fake: FakeApi, key: str = KEY) -> list[float]:
-    return [r.time for r in fake.requests_for(key)]
-
-
 def gaps(times: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
+def clocked(
+    clients: Clients, config: Config, clock: FakeClock, rng: random.Random
+) -> tuple[Poller, RecordingClient]:
+    """A poller on the fake clock, and the client that records its requests."""
+    client = RecordingClient(client_for(clients, config), clock)
+    poller = Poller(config, client, SnapshotStore(), clock=clock, rng=rng)  # type: ignore[arg-type]
+    return poller, client
+
+
 async def poll_once(
-    fake: FakeApi, clients: Clients, config: Config, rng: random.Random
-) -> AccountSnapshot:
-    poller = Poller(config, client_for(clients, config), SnapshotStore(), rng=rng)
-    return await poller.poll(config.accounts[0])
+    clients: Clients, config: Config, clock: FakeClock, rng: random.Random
+) -> tuple[AccountSnapshot, RecordingClient]:
+    """One poll of the account, the clock moving whenever the poller waits."""
+    poller, client = clocked(clients, config, clock, rng)
+    return await clock.run(poller.poll(config.accounts[0])), client
 
 
 # -- transient failures ------------------------------------------------------------------------
 
 
 async def test_backoff_is_exponential_with_full_jitter_and_capped(
-    fake: FakeApi, clients: Clients
+    fake: FakeApi, clients: Clients, clock: FakeClock
 ) -> None:
     fake.set_fault(Fault.SOMETHING_WENT_WRONG, key=KEY, count=3)
     config = retry_config(fake.url, attempts=4, initial=0.1, maximum=0.25)
     rng = ExtremeRandom("max")
-    snapshot = await poll_once(fake, clients, config, rng)
+    snapshot, client = await poll_once(clients, config, clock, rng)
     # Full jitter: each delay is drawn from [0, min(max_backoff, initial * 2^n)].
     assert rng.draws == [(0, 0.1), (0, 0.2), (0, 0.25)]
-    # ... and waited for (the rng chose the maximum), measured where the requests arrive.
-    for gap, delay in zip(gaps(arrivals(fake)), (0.1, 0.2, 0.25), strict=True):
-        assert delay <= gap < delay + 0.1
+    # ... and waited for, exactly (the rng chose the maximum).
+    assert gaps(client.times(KEY)) == pytest.approx([0.1, 0.2, 0.25])
+    assert fake.count(KEY) == 4
     assert snapshot.up and snapshot.requests_total == 4
     assert snapshot.errors_total[R.API_ERROR] == 3
 
 
-async def test_full_jitter_can_retry_at_once(fake: FakeApi, clients: Clients) -> None:
+async def test_full_jitter_can_retry_at_once(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
     """The lower end of full jitter is 0: no minimum wait is added to the drawn delay."""
     fake.set_fault(Fault.SOMETHING_WENT_WRONG, key=KEY, count=2)
     config = retry_config(fake.url, attempts=3, initial=5.0, maximum=5.0)
-    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
+    snapshot, client = await poll_once(clients, config, clock, ExtremeRandom("min"))
     assert snapshot.up and snapshot.requests_total == 3
-    assert all(gap < 0.1 for gap in gaps(arrivals(fake)))
+    assert gaps(client.times(KEY)) == [0.0, 0.0]
 
 
 TRANSIENT = [
@@ -144,12 +154,13 @@ async def test_transient_failure_is_retried_within_the_poll(
     reason: ApiErrorReason,
     fake: FakeApi,
     clients: Clients,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
     fake.set_fault(fault, key=KEY, count=1, **params)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.02)
-    snapshot = await poll_once(fake, clients, config, random.Random(1))
+    snapshot, _ = await poll_once(clients, config, clock, random.Random(1))
     # The retry succeeded: the poll is up, the failed attempt is counted as a request and error.
     assert snapshot.up and snapshot.last_error is None
     assert snapshot.requests_total == 2 == fake.count(KEY)
@@ -157,88 +168,92 @@ async def test_transient_failure_is_retried_within_the_poll(
     assert [r.getMessage() for r in caplog.records] == ["every account polled once"]
 
 
-async def test_retries_are_bounded_by_attempts(fake: FakeApi, clients: Clients) -> None:
+async def test_retries_are_bounded_by_attempts(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
     fake.set_fault(Fault.HTML_5XX, key=KEY, status=503)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.02, windows=("24h", "7d"))
-    snapshot = await poll_once(fake, clients, config, random.Random(1))
+    snapshot, _ = await poll_once(clients, config, clock, random.Random(1))
     assert fake.count(KEY) == 6 == snapshot.requests_total  # 2 windows x 3 attempts
     assert not snapshot.up and snapshot.errors_total[R.HTTP_ERROR] == 6
 
 
-async def test_retries_are_bounded_by_half_the_interval(fake: FakeApi, clients: Clients) -> None:
+async def test_retries_are_bounded_by_half_the_interval(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
     fake.set_fault(Fault.HTML_5XX, key=KEY, status=503)
-    # Budget 0.5 s: request at 0, back-off 0.2, request at 0.2, back-off 0.4 would end at 0.6.
-    config = retry_config(fake.url, attempts=10, initial=0.2, maximum=10.0, interval=1.0)
-    started = time.monotonic()
-    snapshot = await poll_once(fake, clients, config, ExtremeRandom("max"))
+    # Budget 30 s: request at 0, back-off 20, request at 20, back-off 40 would end at 60.
+    config = retry_config(fake.url, attempts=10, initial=20.0, maximum=1000.0, interval=60.0)
+    snapshot, client = await poll_once(clients, config, clock, ExtremeRandom("max"))
     assert fake.count(KEY) == 2 == snapshot.requests_total
-    assert time.monotonic() - started < 0.5
+    assert gaps(client.times(KEY)) == [20.0]
+    assert snapshot.poll_duration == 20.0  # given up at once, not after a last back-off
     assert not snapshot.up and snapshot.last_error is R.HTTP_ERROR
 
 
 # -- Retry-After ------------------------------------------------------------------------------
 
 
-async def test_retry_after_seconds_is_honoured(fake: FakeApi, clients: Clients) -> None:
+async def test_retry_after_seconds_is_honoured(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01)
-    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
-    first, second = arrivals(fake)
-    assert 1.0 <= second - first < 1.3  # Retry-After, not the (zero) back-off
+    snapshot, client = await poll_once(clients, config, clock, ExtremeRandom("min"))
+    assert gaps(client.times(KEY)) == [1.0]  # Retry-After, not the (zero) back-off
     assert snapshot.up and snapshot.errors_total[R.RATE_LIMITED] == 1
 
 
-async def test_retry_after_http_date_is_honoured(fake: FakeApi, clients: Clients) -> None:
+async def test_retry_after_http_date_is_honoured(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=2, retry_after_form="http-date", count=1)
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01, interval=10.0)
-    wall_minus_mono = time.time() - time.monotonic()
-    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
-    first, second = arrivals(fake)
-    # The date has whole seconds: it names a moment 1-2 s after the first answer.
-    date = email.utils.formatdate(first + wall_minus_mono + 2, usegmt=True)
-    not_before = email.utils.parsedate_to_datetime(date).timestamp()
-    assert second + wall_minus_mono >= not_before - 0.01
-    assert second - first < 2.3
+    snapshot, client = await poll_once(clients, config, clock, ExtremeRandom("min"))
+    # The date has whole seconds: it names a moment 1-2 s after the first answer; the client
+    # turned it into a wait, and the retry went out exactly that much later.
+    (error,) = client.errors
+    assert error.retry_after is not None and 0 < error.retry_after <= 2
+    assert gaps(client.times(KEY)) == pytest.approx([error.retry_after])
     assert snapshot.up
 
 
 async def test_retry_after_holds_back_the_accounts_other_windows(
-    fake: FakeApi, clients: Clients
+    fake: FakeApi, clients: Clients, clock: FakeClock
 ) -> None:
     """With one slot, the second window waits behind the first; after a 429 it must not go."""
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
     config = retry_config(
         fake.url, attempts=3, initial=0.01, maximum=0.01, windows=("24h", "7d"), max_concurrency=1
     )
-    snapshot = await poll_once(fake, clients, config, ExtremeRandom("min"))
-    first, *later = arrivals(fake)
-    assert len(later) == 2
-    assert all(t - first >= 1.0 for t in later), [t - first for t in later]
+    snapshot, client = await poll_once(clients, config, clock, ExtremeRandom("min"))
+    first, *later = client.times(KEY)
+    assert [t - first for t in later] == [1.0, 1.0]
     assert snapshot.up
 
 
 async def test_retry_after_beyond_the_budget_delays_the_next_poll(
-    fake: FakeApi, clients: Clients
+    fake: FakeApi, clients: Clients, clock: FakeClock
 ) -> None:
-    """The poll gives up (Retry-After is past its budget); the loop then waits it out."""
-    fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
-    interval = 0.4  # budget 0.2 s; the account's next slot comes long before 1 s
+    """The poll gives up (Retry-After is past its budget); the schedule then waits it out."""
+    fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=100, count=1)
+    interval = 60.0  # budget 30 s; the account's next slot comes long before 100 s
     config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01, interval=interval)
-    store = SnapshotStore()
-    poller = Poller(config, client_for(clients, config), store, rng=ExtremeRandom("min"))
-    epoch = time.monotonic()
+    poller, client = clocked(clients, config, clock, ExtremeRandom("min"))
+    epoch = clock.monotonic()
     poller.start()
     try:
-        await wait_for(lambda: fake.count(KEY) >= 3, timeout=3.0, what="three requests")
+        await clock.advance(200.0)
     finally:
         await poller.stop()
-    first, second, third = arrivals(fake)[:3]
-    assert second - first >= 1.0  # the slots before first + 1 s were skipped, not caught up
+    first, second, third, *_ = client.times(KEY)
+    assert first == epoch
+    assert second == epoch + 100.0  # the slots before were skipped, not caught up
     # Then back to the account's own slots (its phase within the interval is kept).
-    since_slot = (third - epoch - interval * (0.5 + phase(NAME))) % interval
-    assert since_slot < 0.15 and third > second
-    snapshot = store.get(NAME)
-    assert snapshot is not None and snapshot.up
+    slot = epoch + interval * (0.5 + phase(NAME))
+    assert third == pytest.approx(slot + math.ceil((second - slot) / interval) * interval)
+    assert third > second
+    assert fake.count(KEY) == len(client.sent)
 
 
 # -- permanent failures ---------------------------------------------------------------------
@@ -269,37 +284,38 @@ def break_and_fix(fake: FakeApi, how: str) -> tuple[Callable[[], None], Callable
     ["invalid_key", "account_inactive", "validation_failed", "interval_too_long", "http_error"],
 )
 async def test_permanent_failure_is_not_retried_and_recovers_by_itself(
-    how: str, fake: FakeApi, clients: Clients, caplog: pytest.LogCaptureFixture
+    how: str,
+    fake: FakeApi,
+    clients: Clients,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="exporter")
-    interval = 0.3
+    interval = 60.0
     config = retry_config(fake.url, attempts=5, initial=0.01, maximum=0.01, interval=interval)
     store = SnapshotStore()
-    poller = Poller(config, client_for(clients, config), store, rng=random.Random(1))
+    client = RecordingClient(client_for(clients, config), clock)
+    poller = Poller(config, client, store, clock=clock, rng=random.Random(1))  # type: ignore[arg-type]
     break_it, fix_it = break_and_fix(fake, how)
     break_it()
-    epoch = time.monotonic()
+    epoch = clock.monotonic()
     poller.start()
     try:
-        await wait_for(lambda: fake.count(KEY) >= 3, timeout=3.0, what="three polls")
+        await clock.advance(2.5 * interval)  # at start-up, at its phase, an interval later
         failing = store.get(NAME)
         assert failing is not None and failing.last_error is ApiErrorReason(how)
+        assert len(client.sent) == 3
         fix_it()
-        await wait_for(lambda: bool((s := store.get(NAME)) and s.up), 3.0, "recovery")
+        await clock.advance(interval)
+        recovered = store.get(NAME)
+        assert recovered is not None and recovered.up
     finally:
         await poller.stop()
     # One request per poll (never retried), one poll per interval (never given up on).
-    times = arrivals(fake)
-    slots = [epoch] + [
-        epoch + interval * (0.5 + phase(NAME)) + k * interval for k in range(len(times) - 1)
-    ]
-    recovered = store.get(NAME)
-    assert recovered is not None
-    # On a failure, say what happened: when each request came, and every failure's reason.
-    story = f"arrivals - slots: {[round(a - s, 3) for a, s in zip(times, slots, strict=True)]}"
-    story += f"; errors: { {str(r): n for r, n in recovered.errors_total.items() if n} }"
-    for arrived, slot in zip(times, slots, strict=True):
-        assert slot - 0.05 <= arrived <= slot + 0.15, story
+    times = client.times(KEY)
+    slots = [epoch] + [epoch + interval * (0.5 + phase(NAME) + k) for k in range(3)]
+    assert times == pytest.approx(slots)
+    assert fake.count(KEY) == len(times)
     assert recovered.errors_total[ApiErrorReason(how)] == len(times) - 1
     assert recovered.requests_total == len(times)
     messages = [r.getMessage() for r in caplog.records if r.name == "exporter.poller"]
@@ -307,13 +323,29 @@ async def test_permanent_failure_is_not_retried_and_recovers_by_itself(
 
 
 async def test_permanent_failures_do_not_wait_on_other_accounts(
-    fake: FakeApi, clients: Clients
+    fake: FakeApi, clients: Clients, clock: FakeClock
 ) -> None:
     """A rate-limited account's Retry-After holds back only that account."""
     fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=1, count=1)
     config = make_config(fake.url, [NAME, "other"], windows=["24h"], max_concurrency=1)
-    poller = Poller(config, client_for(clients, config), SnapshotStore(), rng=ExtremeRandom("min"))
-    started = time.monotonic()
-    await asyncio.gather(*(poller.poll(a) for a in config.accounts))
-    other = arrivals(fake, key_of("other"))
-    assert len(other) == 1 and other[0] - started < 0.5
+    poller, client = clocked(clients, config, clock, ExtremeRandom("min"))
+    started = clock.monotonic()
+    await clock.run(asyncio.gather(*(poller.poll(a) for a in config.accounts)))
+    assert client.times(key_of("other")) == [started]
+    assert client.times(KEY) == [started, started + 1.0]
+
+
+async def test_stop_ends_a_poll_waiting_out_retry_after(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
+    """Shutdown does not wait for the API's pause: the waiting poll is cancelled, not resumed."""
+    fake.set_fault(Fault.RATE_LIMIT, key=KEY, retry_after=20, count=1)
+    config = retry_config(fake.url, attempts=3, initial=0.01, maximum=0.01, interval=60.0)
+    poller, client = clocked(clients, config, clock, ExtremeRandom("min"))
+    poller.start()
+    await clock.advance(10.0)  # the retry is due at 20 s
+    assert len(client.sent) == 1 and not poller.ready()
+    await asyncio.wait_for(poller.stop(), 60.0)  # a guard: stop must not wait for the clock
+    assert not poller.healthy()
+    await clock.advance(100.0)
+    assert len(client.sent) == 1 == fake.count(KEY)

@@ -1,0 +1,209 @@
+"""What a poll does: request an account's windows, retrying transient failures.
+
+Transient failures are retried with exponential back-off and full jitter, honouring
+``Retry-After`` for every request of the account; permanent ones are not. Every wait is on the
+injected ``Clock``. The backfill sends its requests through ``fetch_with_retries`` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import NamedTuple
+
+from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
+from exporter.clock import SYSTEM_CLOCK, Clock, as_clock
+from exporter.config import AccountConfig, RestKey, RetryConfig, Window
+
+log = logging.getLogger("exporter.poller")  # one logger for everything a poll says
+
+
+class FetchResult(NamedTuple):
+    """One window fetched with retries: the rows, or the last error, and what it took.
+
+    (Named tuples here and in ``WindowOutcome``: one of each per request, cheaper to build
+    than a frozen dataclass.)
+    """
+
+    rows: tuple[TrafficRow, ...] | None
+    error: ApiError | None
+    attempts: int
+    failures: list[ApiErrorReason]  # the reason of every failed attempt, in order
+    fetched_at: float  # wall-clock time of the successful answer (0.0 on failure)
+    not_before: float  # wall-clock time before which no new request may be sent (Retry-After)
+
+
+class RetryAfterGate:
+    """When the API asked (``Retry-After``) to be left alone: shared by one account's requests.
+
+    The windows of a poll go out concurrently, or queue for a slot; once one of them is told to
+    wait, none of them may send before the time is up.
+    """
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
+        self._until = 0.0  # on clock.monotonic()
+
+    def hold(self, seconds: float) -> None:
+        """No request may be sent for ``seconds`` from now (a longer earlier hold stays)."""
+        self._until = max(self._until, self._clock.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds until requests may be sent again (0.0 if they may now)."""
+        return max(0.0, self._until - self._clock.monotonic())
+
+
+def backoff(retries: RetryConfig, attempt: int, rng: random.Random) -> float:
+    """The wait after failed attempt number ``attempt`` (from 1): full jitter under the cap."""
+    cap = min(retries.max_backoff, retries.initial_backoff * 2 ** (attempt - 1))
+    return rng.uniform(0, cap)
+
+
+async def fetch_with_retries(
+    client: TrafficSourceClient,
+    key: RestKey,
+    date_from: int,
+    date_to: int,
+    *,
+    retries: RetryConfig,
+    limit: asyncio.Semaphore,
+    give_up_at: float,
+    clock: Clock | Callable[[], float],
+    rng: random.Random,
+    gate: RetryAfterGate | None = None,
+) -> FetchResult:
+    """Request one window; retry transient failures with exponential back-off and full jitter.
+
+    Shared by the poller and the backfill, so both send requests the same way: every attempt
+    holds a slot of ``limit`` (the process-wide concurrency limit), ``Retry-After`` is honoured
+    (no request is sent before it has elapsed; pass one ``gate`` for all requests of an account),
+    permanent errors are not retried, and no retry starts after ``give_up_at`` (on the clock's
+    ``monotonic()``). ``clock`` may be a bare wall-time function: the real clock with that wall.
+    """
+    clock = as_clock(clock)
+    gate = gate or RetryAfterGate(clock)
+    failures: list[ApiErrorReason] = []
+    error: ApiError | None = None
+    attempt = 0
+    while True:
+        wait = gate.remaining()
+        if wait > 0:
+            if clock.monotonic() + wait > give_up_at:
+                # Another request of the account was told to wait past this poll's budget.
+                error = error or ApiError(
+                    ApiErrorReason.RATE_LIMITED, "not sent: the API asked to wait (Retry-After)"
+                )
+                return FetchResult(None, error, attempt, failures, 0.0, clock.time() + wait)
+            await clock.sleep(wait)
+            continue
+        try:
+            async with limit:
+                if gate.remaining() > 0:
+                    continue  # told to wait while this request queued for a slot
+                attempt += 1
+                rows = await client.fetch(key, date_from, date_to)
+        except ApiError as failed:
+            error = failed
+            failures.append(failed.reason)
+            if failed.retry_after is not None:
+                gate.hold(failed.retry_after)
+            not_before = clock.time() + gate.remaining()
+            if not failed.transient or attempt >= retries.attempts:
+                return FetchResult(None, failed, attempt, failures, 0.0, not_before)
+            delay = backoff(retries, attempt, rng)  # the gate adds any Retry-After wait
+            if clock.monotonic() + max(delay, gate.remaining()) > give_up_at:
+                return FetchResult(None, failed, attempt, failures, 0.0, not_before)
+            await clock.sleep(delay)
+            continue
+        now = clock.time()
+        return FetchResult(rows, None, attempt, failures, now, now + gate.remaining())
+
+
+class WindowOutcome(NamedTuple):
+    """One window of a poll: the bounds asked for and what came of it."""
+
+    window: Window
+    date_from: int
+    date_to: int
+    result: FetchResult
+
+
+class AccountFetch(NamedTuple):
+    """How one poll sends its requests: the shared limit, retries and sources of time."""
+
+    client: TrafficSourceClient
+    retries: RetryConfig
+    limit: asyncio.Semaphore
+    end_offset: float
+    clock: Clock
+    rng: random.Random
+
+
+async def fetch_windows(how: AccountFetch, account: AccountConfig) -> list[WindowOutcome]:
+    """Every window of the account, concurrently, in the order configured.
+
+    A ``Retry-After`` for one window holds back all of them. Retries end by half the interval,
+    so polls never pile up. The first window runs in this task, the others in a task each (one
+    task fewer per poll than ``asyncio.gather``). If this is cancelled, or a window fails with
+    an unexpected error, the other windows' requests are cancelled too.
+    """
+    if not account.windows:  # the config never allows it; a hand-made account might
+        return []
+    now = how.clock.time()
+    gate = RetryAfterGate(how.clock)
+    give_up_at = how.clock.monotonic() + account.interval / 2
+    first, *more = account.windows
+    others = [
+        asyncio.create_task(_fetch_window(how, account, w, now, gate, give_up_at)) for w in more
+    ]
+    try:
+        outcomes = [await _fetch_window(how, account, first, now, gate, give_up_at)]
+        for task in others:
+            outcomes.append(await task)
+    except BaseException:
+        for task in others:
+            task.cancel()
+        raise
+    return outcomes
+
+
+async def _fetch_window(
+    how: AccountFetch,
+    account: AccountConfig,
+    window: Window,
+    now: float,
+    gate: RetryAfterGate,
+    give_up_at: float,
+) -> WindowOutcome:
+    date_from, date_to = window.bounds(now, how.end_offset)
+    result = await fetch_with_retries(
+        how.client,
+        account.rest_key,
+        date_from,
+        date_to,
+        retries=how.retries,
+        limit=how.limit,
+        give_up_at=give_up_at,
+        clock=how.clock,
+        rng=how.rng,
+        gate=gate,
+    )
+    # Every request's outcome, for debugging; state changes are logged once, at info/warn.
+    # Guarded: this runs for every window of every poll, and debug is usually off.
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "window polled",
+            extra={
+                "account": account.name,
+                "window": window.name,
+                "date_from": date_from,
+                "date_to": date_to,
+                "attempts": result.attempts,
+                "failures": ",".join(result.failures) or "none",
+                "rows": len(result.rows) if result.rows is not None else "-",
+                "error": result.error.message if result.error is not None else "",
+            },
+        )
+    return WindowOutcome(window, date_from, date_to, result)
