@@ -218,7 +218,7 @@ def transitions(caplog: pytest.LogCaptureFixture, account: str) -> list[str]:
 
 
 def client_for(clients: Clients, config: Config) -> TrafficSourceClient:
-    return clients.new(config.api.url, timeout=config.api.timeout, user_agent="fault-test")
+    return clients.for_api(replace(config.api, user_agent="fault-test"))
 
 
 def clocked_poller(

@@ -52,7 +52,7 @@ def clocked_poller(
     config: Config, clients: Clients, store: SnapshotStore, clock: FakeClock, **kwargs: Any
 ) -> tuple[Poller, RecordingClient]:
     """A poller on ``clock`` whose requests are recorded when they go out."""
-    client = RecordingClient(clients.new(config.api.url, timeout=config.api.timeout), clock)
+    client = RecordingClient(clients.for_api(config.api), clock)
     return Poller(config, client, store, clock=clock, **kwargs), client  # type: ignore[arg-type]
 
 
@@ -270,7 +270,7 @@ async def test_stop_cancels_hanging_requests_quickly(clients: Clients) -> None:
     try:
         config = make_config(fake.url, ["a"])
         config = replace(config, api=replace(config.api, timeout=600.0))  # never, in this test
-        inner = clients.new(config.api.url, timeout=config.api.timeout)
+        inner = clients.for_api(config.api)
         client = RecordingClient(inner, clock, hanging=("key-a",))
         poller = Poller(config, client, SnapshotStore(), clock=clock)  # type: ignore[arg-type]
         poller.start()
@@ -312,7 +312,7 @@ async def test_many_accounts_are_admitted_a_bounded_number_at_a_time(
                 most = max(most, polls())
                 return await super().fetch(*args)
 
-        client = Sampling(clients.new(config.api.url, timeout=config.api.timeout), clock)
+        client = Sampling(clients.for_api(config.api), clock)
         poller = Poller(config, client, SnapshotStore(), clock=clock)  # type: ignore[arg-type]
         poller.start()
         assert poller.healthy()
