@@ -11,9 +11,9 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
+from exporter.client import ApiError, ApiErrorReason, TrafficRow
 from exporter.clock import SYSTEM_CLOCK, Clock, as_clock
 from exporter.config import AccountConfig, RestKey, RetryConfig, Window
 
@@ -55,6 +55,14 @@ class RetryAfterGate:
         return max(0.0, self._until - self._clock.monotonic())
 
 
+class Fetcher(Protocol):
+    """What sends one request: a ``TrafficSourceClient``, or the poller's current one."""
+
+    async def fetch(
+        self, key: RestKey, date_from: int, date_to: int
+    ) -> tuple[TrafficRow, ...]: ...  # pragma: no cover
+
+
 def backoff(retries: RetryConfig, attempt: int, rng: random.Random) -> float:
     """The wait after failed attempt number ``attempt`` (from 1): full jitter under the cap."""
     cap = min(retries.max_backoff, retries.initial_backoff * 2 ** (attempt - 1))
@@ -62,7 +70,7 @@ def backoff(retries: RetryConfig, attempt: int, rng: random.Random) -> float:
 
 
 async def fetch_with_retries(
-    client: TrafficSourceClient,
+    client: Fetcher,
     key: RestKey,
     date_from: int,
     date_to: int,
@@ -133,7 +141,7 @@ class WindowOutcome(NamedTuple):
 class AccountFetch(NamedTuple):
     """How one poll sends its requests: the shared limit, retries and sources of time."""
 
-    client: TrafficSourceClient
+    client: Fetcher
     retries: RetryConfig
     limit: asyncio.Semaphore
     end_offset: float

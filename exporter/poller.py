@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from exporter.client import TrafficSourceClient
+from exporter.client import TrafficRow, TrafficSourceClient
 from exporter.clock import Clock, as_clock
-from exporter.config import AccountConfig, Config
+from exporter.config import AccountConfig, Config, RestKey
 from exporter.fetch import (
     AccountFetch,
     FetchResult,
@@ -117,6 +117,11 @@ class Poller:
         """The client new requests go through (a reload may replace it)."""
         return self._client
 
+    async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
+        """One request through the client in use now: a retry after a reload that replaced
+        the client goes to the new one (the retired one closes once its requests are done)."""
+        return await self._client.fetch(key, date_from, date_to)
+
     @property
     def next_poll(self) -> Mapping[str, float]:
         """Wall-clock time of each account's next planned poll (for the status page)."""
@@ -136,7 +141,7 @@ class Poller:
         started = self._clock.monotonic()
         config = self._config
         how = AccountFetch(
-            self._client,
+            self,
             config.api.retries,
             self._limit,
             config.polling.end_offset,

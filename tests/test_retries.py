@@ -349,3 +349,28 @@ async def test_stop_ends_a_poll_waiting_out_retry_after(
     assert not poller.healthy()
     await clock.advance(100.0)
     assert len(client.sent) == 1 == fake.count(KEY)
+
+
+async def test_a_retry_after_a_reload_goes_through_the_new_client(
+    fake: FakeApi, clients: Clients, clock: FakeClock
+) -> None:
+    """A reload that moves api.url retires the old client at once: a poll that is waiting to
+    retry sends its retry through the new client, to the new URL, and does not fail for it."""
+    moved = FakeApi([FakeAccount(KEY, seed=1)])
+    await moved.start()
+    try:
+        fake.set_fault(Fault.HTML_5XX, key=KEY, count=1)
+        config = retry_config(fake.url, attempts=2, initial=1.0, maximum=1.0)
+        poller, old = clocked(clients, config, clock, ExtremeRandom("max"))
+        poll = asyncio.create_task(poller.poll(config.accounts[0]))
+        await clock.settle()  # the first attempt failed; the poll waits out its back-off
+        assert fake.count(KEY) == 1 and not poll.done()
+        reloaded = replace(config, api=replace(config.api, url=moved.url))
+        poller.apply(reloaded, client=RecordingClient(clients.for_api(reloaded.api), clock))
+        await old.close()  # as the daemon retires it: nothing of it is under way
+        await clock.advance(1.0)
+        snapshot = await poll
+    finally:
+        await moved.close()
+    assert snapshot.up and snapshot.last_error is None
+    assert (fake.count(KEY), moved.count(KEY)) == (1, 1)
