@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from test_dockerfile import config_file_path, dockerfile, image_user
 from tooling import REPO, free_port, require_tool
 
 import exporter
@@ -549,6 +550,14 @@ def test_image_config(image: Image) -> None:
     assert labels["org.opencontainers.image.source"] in (REPO / "pyproject.toml").read_text()
     assert image.healthcheck["Test"][:3] == ["CMD", "python", "-c"]
     assert f"http://127.0.0.1:{PORT}/-/healthy" in image.healthcheck["Test"][3]
+
+
+def test_the_chart_tests_read_the_images_config(image: Image) -> None:
+    """tests/test_helm.py compares the chart with the Dockerfile as read there: that reading is
+    what the built image says."""
+    assert f"{image_user()[0]}:{image_user()[1]}" == image.config["User"]
+    assert list(image.config["ExposedPorts"]) == [f"{dockerfile().final.one('EXPOSE')}/tcp"]
+    assert f"--config.file={config_file_path()}" in image.config["Entrypoint"]
 
 
 def test_the_charts_user_is_the_images(image: Image) -> None:
