@@ -67,6 +67,10 @@ BUILDAH_RUN_MOUNTS = {
     Path(p) for p in ("etc/hosts", "etc/resolv.conf", "etc/hostname", "run/.containerenv")
 }
 
+# What each run builds and starts, named after the run (see run_id).
+TEST_IMAGE = "localhost/retargeting-exporter-test"
+TEST_CONTAINER = "retargeting-exporter-test"
+
 KEY = "image-test-key"
 ACCOUNT = "shop-a"
 
@@ -207,7 +211,30 @@ def host_ca_bundle() -> str:
 def buildah() -> Buildah:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    return Buildah(require_tool("buildah"), cache)
+    buildah = Buildah(require_tool("buildah"), cache)
+    remove_leftovers(buildah)
+    return buildah
+
+
+def run_id() -> str:
+    """Names this test process's image and containers: its pid, then a random part."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_leftovers(buildah: Buildah) -> None:
+    """Remove the containers and images of test runs that were killed before their teardown
+    (a copy of the image each, with vfs); those of runs still going are left alone."""
+
+    def gone(run: str) -> bool:
+        pid = run.partition("-")[0]
+        return pid.isdigit() and not Path(f"/proc/{pid}").exists()
+
+    for name in buildah("containers", "--all", "--format", "{{.ContainerName}}").splitlines():
+        if name.startswith(f"{TEST_CONTAINER}-") and gone(name.removeprefix(f"{TEST_CONTAINER}-")):
+            buildah("rm", name)
+    for name in buildah("images", "--format", "{{.Name}}:{{.Tag}}").splitlines():
+        if name.startswith(f"{TEST_IMAGE}:") and gone(name.removeprefix(f"{TEST_IMAGE}:")):
+            buildah("rmi", name)
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +262,7 @@ class Image:
 @pytest.fixture(scope="module")
 def image(buildah: Buildah, base_image: str) -> Iterator[Image]:
     """``docker build .`` as buildah does it, from the local base; removed after the module."""
-    name = f"localhost/retargeting-exporter-test:{uuid.uuid4().hex[:12]}"
+    name = f"{TEST_IMAGE}:{run_id()}"
     log = buildah(
         "bud",
         "--isolation",
@@ -301,7 +328,7 @@ def container(buildah: Buildah, image: Image) -> Iterator[Container]:
         "from",
         "--pull=never",
         "--name",
-        f"retargeting-exporter-test-{uuid.uuid4().hex[:8]}",
+        f"{TEST_CONTAINER}-{run_id()}",
         image.name,
     )
     try:
