@@ -303,18 +303,30 @@ class Container:
     files: set[Path]  # the files in it when it was made
 
     def command(
-        self, *args: str, volumes: dict[str, str] | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        volumes: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        network: Sequence[str] = (),
     ) -> list[str]:
+        """``buildah run`` of ``args``; ``network``: the command that puts it in another network
+        namespace (chroot isolation has none of its own: the host's is the default)."""
         options = ["--isolation", "chroot", "--network", "host"]
         for host, inside in (volumes or {}).items():
             options += ["--volume", f"{host}:{inside}:ro"]
         for key, value in (env or {}).items():
             options += ["--env", f"{key}={value}"]
-        return self.buildah.command("run", *options, self.name, "--", *args)
+        return [*network, *self.buildah.command("run", *options, self.name, "--", *args)]
 
-    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, network: Sequence[str] = (), timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.command(*args), capture_output=True, text=True, timeout=timeout, check=False
+            self.command(*args, network=network),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def entrypoint(self, *args: str) -> list[str]:
@@ -526,12 +538,56 @@ def running(
         yield started
 
 
-def healthcheck(container: Container, port: int) -> subprocess.CompletedProcess[str]:
-    """The image's HEALTHCHECK command, run inside the container, aimed at ``port``."""
+@pytest.fixture
+def private_network() -> Iterator[list[str]]:
+    """A network namespace of its own with loopback up, as Docker gives a container, so the
+    image's own port 9817 is free whatever the host runs. Yields the command prefix that runs a
+    program in it."""
+    unshare = require_tool("unshare")
+    nsenter = require_tool("nsenter")
+    ip = require_tool("ip", "/usr/sbin/ip", "/sbin/ip")
+    holder = subprocess.Popen(
+        [
+            unshare,
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            '"$0" link set lo up && echo up && exec sleep 3600',
+            ip,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stderr is not None
+    try:
+        if holder.stdout.readline().strip() != "up":
+            pytest.fail(f"no private network namespace: {holder.stderr.read()}")
+        yield [nsenter, f"--net=/proc/{holder.pid}/ns/net", "--"]
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def healthcheck(container: Container, network: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command as it is, run inside the container."""
     kind, *command = container.image.healthcheck["Test"]
     assert kind == "CMD", container.image.healthcheck  # exec form: no shell needed in the image
-    aimed = [part.replace(f"127.0.0.1:{PORT}/", f"127.0.0.1:{port}/") for part in command]
-    return container.run(*aimed)
+    return container.run(*command, network=network)
+
+
+# Fetches a URL with the image's python; exit status 1 on any error or non-2xx answer.
+FETCH = (
+    "import sys, urllib.request; "
+    "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+)
+
+
+def fetch_inside(container: Container, network: Sequence[str], path: str) -> str | None:
+    """``path`` from the exporter on the image's port, asked from inside; None if it failed."""
+    result = container.run("python", "-c", FETCH, f"http://127.0.0.1:{PORT}{path}", network=network)
+    return result.stdout if result.returncode == 0 else None
 
 
 def rootfs_files(root: Path) -> set[Path]:
@@ -631,15 +687,6 @@ def test_processes_run_as_the_images_user(running: Running) -> None:
         assert ids(pid) == ([IMAGE_UID] * 4, [IMAGE_UID] * 4), cmdline(pid)
 
 
-def test_healthcheck_answers_while_up_and_fails_when_not(
-    running: Running, container: Container
-) -> None:
-    up = healthcheck(container, running.port)
-    assert up.returncode == 0, up.stderr
-    down = healthcheck(container, free_port())
-    assert down.returncode == 1, down.stderr  # Docker's "unhealthy"
-
-
 def test_sigterm_stops_the_exporter_with_status_0(
     container: Container, fake_api: FakeApi, tmp_path: Path
 ) -> None:
@@ -660,27 +707,53 @@ def test_sigterm_stops_the_exporter_with_status_0(
             pytest.fail(f"still running 30s after SIGTERM:\n{started.output()}")
         assert started.process.returncode == 0, started.output()
         assert started.output().rstrip().endswith("exporter exit status: 0"), started.output()
-        after = healthcheck(container, started.port)
-        assert after.returncode == 1, after.stderr
 
 
-def test_demo(container: Container, tmp_path: Path) -> None:
-    with run_exporter(container, tmp_path / "demo.log", "--demo", "--demo.interval=5s") as demo:
-        status, text = get(f"{demo.base}/metrics")
-        assert status == 200
-        up = {
+def test_demo_on_the_images_defaults_and_its_healthcheck(
+    container: Container, private_network: list[str], tmp_path: Path
+) -> None:
+    """``docker run IMAGE --demo``: the entrypoint and --demo only, so the exporter listens on the
+    image's port, in a network of its own; the HEALTHCHECK command exactly as the image has it."""
+    assert healthcheck(container, private_network).returncode == 1  # nothing up: unhealthy
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            container.command(*container.entrypoint("--demo"), network=private_network),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    demo = Running(process, log, f"http://127.0.0.1:{PORT}", PORT)
+    try:
+        wait_for(
+            lambda: fetch_inside(container, private_network, "/-/ready") is not None,
+            "ready demo",
+            demo,
+        )
+        up = healthcheck(container, private_network)
+        assert up.returncode == 0, up.stderr
+        text = fetch_inside(container, private_network, "/metrics")
+        assert text is not None
+        health = {
             s.labels["account"]: s.value
             for family in text_string_to_metric_families(text)
             for s in family.samples
             if s.name == "retargeting_up"
         }
-        assert up == {
-            "demo-fashion": 1,
-            "demo-electronics": 1,
-            "demo-garden": 1,
-            "demo-inactive": 0,
-            "demo-revoked": 0,
-        }
+        # The built-in fake inside the image: three healthy accounts and two failing ones.
+        assert sorted(name for name, value in health.items() if value == 1) == [
+            "demo-electronics",
+            "demo-fashion",
+            "demo-garden",
+        ]
+        assert sorted(name for name, value in health.items() if value == 0) == [
+            "demo-inactive",
+            "demo-revoked",
+        ]
+    finally:
+        stop(process)
+    down = healthcheck(container, private_network)
+    assert down.returncode == 1, down.stderr  # Docker's "unhealthy"
 
 
 def test_holds_no_compiler_pip_cache_source_or_tests(container: Container) -> None:
