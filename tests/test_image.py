@@ -398,8 +398,7 @@ class Running:
 
     process: subprocess.Popen[bytes]
     log: Path
-    base: str  # the exporter's URL as the host reaches it
-    port: int
+    base: str | None  # the exporter's URL as the host reaches it (None: in a network of its own)
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
@@ -467,7 +466,7 @@ def run_exporter(
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    running = Running(process, log, f"http://127.0.0.1:{port}", port)
+    running = Running(process, log, f"http://127.0.0.1:{port}")
     try:
         wait_for(answers(f"{running.base}/-/ready"), "ready exporter", running)
         yield running
@@ -723,7 +722,7 @@ def test_demo_on_the_images_defaults_and_its_healthcheck(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    demo = Running(process, log, f"http://127.0.0.1:{PORT}", PORT)
+    demo = Running(process, log, None)
     try:
         wait_for(
             lambda: fetch_inside(container, private_network, "/-/ready") is not None,
