@@ -6,9 +6,9 @@
 #     -v "$PWD/config.yaml:/etc/retargeting-exporter/config.yaml:ro" \
 #     -e SHOP_A_KEY retargeting-exporter
 #
-# tests/test_dockerfile.py lints this file with hadolint and runs the builder's RUN step verbatim
-# (with ENV paths pointed into a temp dir), so keep the build in that one RUN instruction and use
-# the ENV variables below for every absolute path it touches.
+# tests/test_dockerfile.py lints this file with hadolint; tests/test_image.py builds it with
+# buildah (PYTHON_IMAGE: a local Debian bookworm with its Python 3.11, as Docker Hub is out of the
+# test machines' reach) and runs the image. See docs/deployment.md.
 
 # Both stages use the same interpreter: the venv copied into the final stage links to it.
 ARG PYTHON_IMAGE=python:3.11-slim
