@@ -890,17 +890,21 @@ async def test_a_client_that_leaves_is_not_answered_later(
 
 
 async def test_requests_are_recorded_as_received(
-    fake: FakeApi, session: aiohttp.ClientSession
+    fake: FakeApi, session: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
+    started = clock.now
     await fetch(session, fake, rest_key="key-paid", date_from="17", date_to="x")
+    clock.advance(1.5)
     await fetch(session, fake, rest_key="key-sms")
+    clock.advance(2.0)
     await fetch(session, fake, rest_key="key-paid", date_to="5")
     first, second, third = fake.requests
     assert (first.rest_key, first.date_from, first.date_to) == ("key-paid", "17", "x")
     assert (first.kind, first.status, first.window) == ("something_went_wrong", 200, None)
     assert (second.date_from, second.date_to, second.kind) == (None, None, "success")
     assert third.kind == "validation_failed"
-    assert first.time <= second.time <= third.time
+    # Each stamped on arrival by the fake's monotonic clock.
+    assert [r.time - started for r in fake.requests] == [0.0, 1.5, 3.5]
     assert (fake.count(), fake.count("key-paid"), fake.count("nobody")) == (3, 2, 0)
     assert fake.requests_for("key-paid") == [first, third]
 

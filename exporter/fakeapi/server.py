@@ -80,7 +80,7 @@ class FakeApi:
         self._record = record_requests
         self._listener = _Listener(self._handle)
         self._released = asyncio.Event()  # set by close(): hanging requests end
-        self._watchers: list[asyncio.Future[None]] = []  # wait_until() callers
+        self._changes = _Changes()  # a request arrived or ended: for wait_until()
         self.latency = latency
         self.error_status = error_status
         self.requests: list[RecordedRequest] = []
@@ -207,21 +207,7 @@ class FakeApi:
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds, checked now and whenever a request arrives or
         ends (e.g. ``lambda: fake.in_flight == 2``): no polling, no deadline of its own."""
-        loop = asyncio.get_running_loop()
-        while not condition():
-            watcher = loop.create_future()
-            self._watchers.append(watcher)
-            try:
-                await watcher
-            finally:
-                if watcher in self._watchers:
-                    self._watchers.remove(watcher)
-
-    def _changed(self) -> None:
-        watchers, self._watchers = self._watchers, []
-        for watcher in watchers:
-            if not watcher.done():
-                watcher.set_result(None)
+        await self._changes.until(condition)
 
     # ---- serving
 
@@ -239,12 +225,12 @@ class FakeApi:
             self.requests.append(record)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        self._changed()
+        self._changes.notify()
         try:
             return await self._respond(request, record)
         finally:
             self.in_flight -= 1
-            self._changed()
+            self._changes.notify()
 
     async def _respond(
         self, request: web.BaseRequest, record: RecordedRequest
@@ -375,6 +361,32 @@ def _drop_connection(request: web.BaseRequest) -> None:
     transport = request.transport
     if transport is not None:
         transport.close()
+
+
+class _Changes:
+    """Something changed: wakes whoever waits for a condition on it, to check it again."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, checked now and after each :meth:`notify`."""
+        loop = asyncio.get_running_loop()
+        while not condition():
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def notify(self) -> None:
+        """Wake every waiter."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class _Listener:
