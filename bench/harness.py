@@ -63,7 +63,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import metrics
 from exporter.client import ApiErrorReason
 from exporter.config import parse_duration
-from exporter.fakeapi import SERVERS
 
 REPO = Path(__file__).resolve().parent.parent
 WINDOW_CHOICES = ("24h", "30d", "7d", "1h")
@@ -80,7 +79,6 @@ class Settings:
     fake_workers: int = (
         2  # processes of the fake API (one alone limits the cycle, not the exporter)
     )
-    fake_server: str = "lean"  # the fake's HTTP server: "lean" or "aiohttp"
     concurrency: int = 200
     interval: str = "5m"
     scrapes: int = 20
@@ -408,7 +406,7 @@ def _run(settings: Settings, result: Result, workdir: Path) -> None:
     fake_args = [
         python, "-m", "exporter.fakeapi", "--accounts", str(settings.accounts),
         "--latency", str(settings.latency), "--port", str(fake_port),
-        "--workers", str(settings.fake_workers), "--server", settings.fake_server,
+        "--workers", str(settings.fake_workers),
     ]  # fmt: skip
     with process(fake_args, workdir / "fakeapi.log") as fake:
         wait_for_port(fake_port, fake)
@@ -727,12 +725,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--windows", type=int, default=2, help="windows per account (24h, 30d, 7d, 1h)")
     add("--latency", type=float, default=0.05, help="fake API latency in seconds")
     add("--fake-workers", type=int, default=2, help="processes serving the fake API")
-    add(
-        "--fake-server",
-        choices=SERVERS,
-        default="lean",
-        help="the fake API's HTTP server (python -m exporter.fakeapi --server)",
-    )
     add("--concurrency", type=int, default=200, help="the exporter's api.max_concurrency")
     add("--interval", default="5m", help="polling interval (later polls come interval/2 on)")
     add("--scrapes", type=int, default=20, help="timed /metrics scrapes per encoding")
@@ -762,7 +754,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             windows=args.windows,
             latency=args.latency,
             fake_workers=args.fake_workers,
-            fake_server=args.fake_server,
             concurrency=args.concurrency,
             interval=args.interval,
             scrapes=args.scrapes,
