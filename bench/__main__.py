@@ -1,5 +1,5 @@
-"""``python -m bench``: run the benchmark harness."""
+"""``python -m bench``: run the benchmark (``bench/cli.py``)."""
 
-from bench.harness import main
+from bench.cli import main
 
 raise SystemExit(main())

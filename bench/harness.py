@@ -1,46 +1,46 @@
-"""The benchmark: the real exporter daemon against the fake API, measured against the limits.
+"""One benchmark run: the real exporter daemon against the fake API, measured against the limits.
 
-For each size N it starts, each in its own process (two cores: the fake's CPU must not be
-charged to the exporter, nor share its event loop):
+Each in its own process (the machine's cores are shared: the fake's CPU must not be charged to
+the exporter, nor share its event loop):
 
-1. the fake vendor API (``python -m exporter.fakeapi --accounts N --latency L``);
+1. the fake vendor API on aiohttp's server, ``--fake-workers`` processes on one port
+   (``bench/vendor.py``: ``exporter.fakeapi.FakeApi`` keeping its records of every request);
 2. the exporter (``python -m exporter``) with a generated config of N accounts x W windows, keys
-   passed in environment variables, ``max_concurrency: C`` and ``--debug.loop-lag``;
-3. after the exporter has been measured and stopped, the naive baseline (``bench/naive.py``):
-   the same config polled once, served with ``prometheus_client.generate_latest``.
+   passed in environment variables, ``max_concurrency: C``, ``--debug.loop-lag``, and the event
+   loop chosen with ``RETARGETING_EXPORTER_EVENT_LOOP`` (``--event-loop``).
 
 What it measures, and how:
 
-- poll cycle: the start-up cycle, in which every account is polled at once. Measured inside
-  the exporter from its own metrics: from the earliest poll start
-  (``retargeting_last_success_timestamp_seconds - retargeting_poll_duration_seconds``) to the
-  latest poll end, compared with the bound N·W·L/C. "Every account polled" means every account
-  reports ``retargeting_up 1`` and made W requests. The cycle as seen from outside (first answer
-  of ``/-/healthy`` to the first 200 of ``/-/ready``) is printed alongside.
-- CPU seconds of the exporter process over that cycle (``/proc/PID/stat``), peak RSS (``VmHWM``).
-- ``/metrics``: sequential scrapes on one kept-alive connection, time to the last byte, with
-  and without ``Accept-Encoding: gzip``; body sizes. The same for the baseline.
-- event-loop lag: the exporter's ``retargeting_exporter_event_loop_lag_seconds`` (longest timer
-  delay in a sliding window of ``--lag-window`` seconds), read from every scrape: during the
-  poll cycle the harness scrapes (gzip, like Prometheus) every ``--poll-scrape-every`` seconds;
-  before the timed scrapes it waits one window, so their readings do not include the cycle.
-- the machine: CPU seconds of the fake API and of every other process during the cycle
-  (``/proc/stat``), since on two cores they compete with the exporter.
-- optionally (``--steady S``) steady state: once the accounts' later polls have begun
-  (``--interval``/2 after start-up, spread over the interval) the harness scrapes with gzip
-  every ``--steady-every`` seconds for S seconds: each scrape then sees changed accounts.
+- start-up cycle: every account is polled at once. Measured inside the exporter from its own
+  metrics: from the earliest poll start (``retargeting_last_success_timestamp_seconds -
+  retargeting_poll_duration_seconds``) to the latest poll end, compared with the bound N·W·L/C.
+  "Every account polled" means every account reports ``retargeting_up 1`` and made W requests.
+  The cycle as seen from outside (first answer of ``/-/healthy`` to the first 200 of
+  ``/-/ready``) is reported alongside. During it, a gzip scrape every ``--poll-scrape-every`` s.
+- CPU seconds (``/proc/PID/stat``) of the exporter and of the fake's processes over the cycle,
+  and of every other process (``/proc/stat``); peak RSS (``VmHWM``).
+- ``/metrics`` when nothing changed (``--scrapes``, after the cycle, once the lag window has
+  forgotten it): sequential scrapes on one kept-alive connection, time to the last byte, plain
+  and gzip; body sizes.
+- event-loop lag: ``retargeting_exporter_event_loop_lag_seconds`` (the longest timer delay in a
+  sliding window of ``--lag-window`` s), read from every scrape.
+- steady phase (``--steady-intervals K``): K whole polling intervals, starting at the first
+  ``start + interval/2 + k·interval`` after the start-up cycle (each account's later polls come
+  at its own phase of the interval, from ``interval/2`` on). A gzip scrape every
+  ``--steady-every`` s (as Prometheus would); the exporter's CPU as a share of one core and per
+  API request, its RSS (median of the samples taken at each scrape) and peak; and from the
+  fake's records (``bench/traffic.py``): requests per second (the busiest second against the
+  mean) and how many times each account was polled in each interval.
 
 Correctness is checked on every run (the exposition is parsed with ``prometheus_client``'s
-parser; every family has the expected number of samples); problems are listed, and the exit code
-is 1 if there are any. Timings are reported, never judged.
+parser; every family has the expected number of samples); problems are listed, and the exit
+code is 1 if there are any. Timings are reported, never judged.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import http.client
-import json
 import math
 import os
 import re
@@ -60,7 +60,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import metrics
+from bench.traffic import SteadyTraffic, read_records, steady_traffic
+from exporter import eventloop, metrics
 from exporter.client import ApiErrorReason
 from exporter.config import parse_duration
 
@@ -68,32 +69,42 @@ REPO = Path(__file__).resolve().parent.parent
 WINDOW_CHOICES = ("24h", "30d", "7d", "1h")
 SOURCES_PER_ACCOUNT = 4  # the fake's generated accounts report the four documented sources
 LAG_METRIC = "retargeting_exporter_event_loop_lag_seconds"
+EVENT_LOOPS = ("uvloop", "asyncio")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class Settings:
+    """One run's parameters (``bench.cli.SCENARIOS`` names the usual ones)."""
+
     accounts: int
     windows: int = 2
     latency: float = 0.05
-    fake_workers: int = (
-        2  # processes of the fake API (one alone limits the cycle, not the exporter)
-    )
+    fake_workers: int = 2  # processes of the fake API on one port
     concurrency: int = 200
     interval: str = "5m"
-    scrapes: int = 20
-    naive_scrapes: int = 5
+    scrapes: int = 20  # timed scrapes per encoding when nothing changed (0: none)
     poll_scrape_every: float = 5.0
     lag_window: float = 10.0
-    steady: float = 0.0  # seconds of steady-state scraping (0: none)
+    steady_intervals: int = 0  # whole polling intervals of steady phase (0: none)
     steady_every: float = 15.0
-    workdir: Path | None = None  # keep configs and logs here (default: a temporary directory)
-    profile: Path | None = None  # write a py-spy profile of the exporter here
+    event_loop: str = "uvloop"  # the exporter's: uvloop or asyncio
+    workdir: Path | None = None  # keep configs, logs and records here (default: a temporary one)
+    profile: Path | None = None  # write py-spy profiles here
 
     @property
     def bound(self) -> float:
         """The least time a full poll cycle can take: N·W·L/C."""
         return self.accounts * self.windows * self.latency / self.concurrency
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
+
+    @property
+    def keys(self) -> list[str]:
+        """The rest keys of the generated accounts (the fake's ``generated_accounts``)."""
+        return [f"key-{i:05d}" for i in range(self.accounts)]
 
 
 @dataclass
@@ -112,30 +123,38 @@ class Timings:
 
 
 @dataclass
+class Steady:
+    """The steady phase's figures."""
+
+    cpu: float = math.nan  # exporter CPU seconds per second (share of one core)
+    cpu_per_request: float = math.nan  # exporter CPU seconds per API request
+    fake_cpu: float = math.nan  # the fake's CPU seconds per second
+    rss: int = 0  # bytes, median VmRSS of the samples
+    scrape_gzip: Timings = field(default_factory=Timings)
+    lag: float = math.nan
+    traffic: SteadyTraffic | None = None
+
+
+@dataclass
 class Result:
     settings: Settings
+    event_loop: str = ""  # as the exporter's "listening" log line names it
     requests: int = 0
     cycle: float = math.nan  # inside the exporter: first poll start to last poll end
     cycle_outside: float = math.nan  # first /-/healthy answer to first /-/ready 200
     cycle_cpu: float = math.nan  # exporter CPU seconds over the cycle
     accounts_polled: int = 0
-    retries: int = 0
+    failed_attempts: int = 0  # retargeting_errors_total after the cycle
     scrape_raw: Timings = field(default_factory=Timings)
     scrape_gzip: Timings = field(default_factory=Timings)
     scrape_during_poll: Timings = field(default_factory=Timings)
-    steady_gzip: Timings = field(default_factory=Timings)
-    naive_raw: Timings = field(default_factory=Timings)
-    naive_gzip: Timings = field(default_factory=Timings)
     lag_polling: float = math.nan
     lag_scraping: float = math.nan
-    lag_steady: float = math.nan
-    steady_cpu: float = math.nan  # exporter CPU seconds per second in steady state
-    steady_polls: float = math.nan  # account polls per second in steady state
     fake_cpu: float = math.nan  # the fake API's CPU seconds over the cycle
     other_cpu: float = math.nan  # every other process's CPU seconds over the cycle
-    peak_rss: int = 0  # bytes
-    rss_after_cycle: int = 0  # bytes, VmHWM when the cycle ended (before the timed scrapes)
+    peak_rss: int = 0  # bytes (VmHWM at the end)
     samples: int = 0
+    steady: Steady | None = None
     problems: list[str] = field(default_factory=list)
     cycles: list[float] = field(default_factory=list)  # every run's cycle (with --repeat)
 
@@ -143,9 +162,14 @@ class Result:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def ratio(self) -> float:
+        return self.cycle / self.settings.bound
+
     def to_json(self) -> dict[str, object]:
         out = asdict(self)
         out["settings"]["workdir"] = None
+        out["settings"]["profile"] = None
         out["settings"]["bound"] = self.settings.bound
         out["ok"] = self.ok
         return out
@@ -227,17 +251,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
 
 
-def process_tree(pid: int) -> list[int]:
-    """A process and its live children (the fake API's workers)."""
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [pid, *children]
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and its live children (the fake API's workers)."""
-    return sum(cpu_seconds(p) for p in process_tree(pid))
+def total_cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU of several processes (the fake API's workers)."""
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def machine_busy() -> float:
@@ -247,9 +263,10 @@ def machine_busy() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / _CLK_TCK
 
 
-def peak_rss(pid: int) -> int:
+def memory(pid: int, field: str = "VmHWM") -> int:
+    """A memory figure of ``/proc/PID/status`` in bytes: ``VmHWM`` (peak RSS) or ``VmRSS``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
 
@@ -316,6 +333,7 @@ def check_exposition(text: str, settings: Settings) -> tuple[list[str], int, dic
     counts: dict[str, int] = {}
     up: dict[str, float] = {}
     requests: dict[str, float] = {}
+    failed = 0.0
     last: dict[str, float] = {}
     duration: dict[str, float] = {}
     total = 0
@@ -332,6 +350,8 @@ def check_exposition(text: str, settings: Settings) -> tuple[list[str], int, dic
                 up[account] = sample.value
             elif sample.name == metrics.REQUESTS.name:
                 requests[account] = sample.value
+            elif sample.name == metrics.ERRORS.name:
+                failed += sample.value
             elif sample.name == metrics.LAST_SUCCESS.name:
                 last[account] = sample.value
             elif sample.name == metrics.POLL_DURATION.name:
@@ -353,7 +373,9 @@ def check_exposition(text: str, settings: Settings) -> tuple[list[str], int, dic
     if short := [a for a, v in requests.items() if v < w]:
         problems.append(f"{len(short)} accounts made fewer than {w} requests")
     facts: dict[str, float] = {"polled": float(len([a for a, v in up.items() if v == 1]))}
-    facts["retries"] = sum(requests.values()) - n * w
+    # Failed attempts (each retried while the poll's budget lasts). Not requests beyond N·W:
+    # with a short interval the later polls of the first accounts begin before the cycle ends.
+    facts["failed"] = failed
     if last and len(duration) == len(last):
         facts["cycle"] = max(last.values()) - min(last[a] - duration[a] for a in last)
     return problems, total, facts
@@ -375,16 +397,16 @@ def write_config(path: Path, settings: Settings, api_url: str) -> dict[str, str]
         f"windows: [{windows}]",
         "accounts:",
     ]
-    env = dict(os.environ)
-    for i in range(settings.accounts):
+    env = dict(os.environ, **{eventloop.ENV: settings.event_loop})
+    for i, key in enumerate(settings.keys):
         lines.append(f"  - {{name: shop-{i:05d}, rest_key_env: BENCH_KEY_{i:05d}}}")
-        env[f"BENCH_KEY_{i:05d}"] = f"key-{i:05d}"  # the fake's generated keys
+        env[f"BENCH_KEY_{i:05d}"] = key
     path.write_text("\n".join(lines) + "\n")
     return env
 
 
 def run(settings: Settings) -> Result:
-    """Benchmark one size. Never raises for a slow or wrong exporter: see ``Result.problems``."""
+    """Benchmark once. Never raises for a slow or wrong exporter: see ``Result.problems``."""
     if settings.windows > len(WINDOW_CHOICES):
         raise ValueError(f"at most {len(WINDOW_CHOICES)} windows")
     result = Result(settings, requests=settings.accounts * settings.windows)
@@ -402,14 +424,24 @@ def run(settings: Settings) -> Result:
 
 def _run(settings: Settings, result: Result, workdir: Path) -> None:
     python = sys.executable
-    fake_port, exporter_port, naive_port = free_ports(3)
-    fake_args = [
-        python, "-m", "exporter.fakeapi", "--accounts", str(settings.accounts),
-        "--latency", str(settings.latency), "--port", str(fake_port),
-        "--workers", str(settings.fake_workers),
-    ]  # fmt: skip
-    with process(fake_args, workdir / "fakeapi.log") as fake:
-        wait_for_port(fake_port, fake)
+    fake_port, exporter_port = free_ports(2)
+    records = [workdir / f"fake-{n}.records" for n in range(1, settings.fake_workers + 1)]
+    # The fake runs on the default loop whatever the exporter's A/B setting.
+    fake_env = {k: v for k, v in os.environ.items() if k != eventloop.ENV}
+    with ExitStack() as fakes:
+        workers = []
+        for number, record in enumerate(records, 1):
+            fake_args = [
+                python, "-m", "bench.vendor", "--accounts", str(settings.accounts),
+                "--latency", str(settings.latency), "--port", str(fake_port),
+                "--record", str(record),
+                *(["--reuse-port"] if settings.fake_workers > 1 else []),
+            ]  # fmt: skip
+            log = workdir / f"fake-{number}.log"
+            workers.append(fakes.enter_context(process(fake_args, log, fake_env)))
+        for worker in workers:
+            wait_for_port(fake_port, worker)
+        time.sleep(0.5)  # every worker listening, not only the first (they load the same data)
         api_url = f"http://127.0.0.1:{fake_port}/v1/partners-api/traffic-source"
         config = workdir / "config.yaml"
         env = write_config(config, settings, api_url)
@@ -418,23 +450,28 @@ def _run(settings: Settings, result: Result, workdir: Path) -> None:
             "--web.listen-address", f"127.0.0.1:{exporter_port}",
             "--debug.loop-lag", f"{round(settings.lag_window * 1000)}ms",
         ]  # fmt: skip
-        with process(exporter_args, workdir / "exporter.log", env) as exporter:
+        fake_pids = [w.pid for w in workers]
+        exporter_log = workdir / "exporter.log"
+        with process(exporter_args, exporter_log, env) as exporter:
             pids = {"exporter": exporter.pid} | {
-                f"fake-{number}": pid for number, pid in enumerate(process_tree(fake.pid), 1)
+                f"fake-{number}": pid for number, pid in enumerate(fake_pids, 1)
             }
             with profiler(pids, settings.profile, workdir) as cycle_over:
-                text = _measure_exporter(
-                    settings, result, exporter, fake.pid, exporter_port, cycle_over
+                text, started, phase = _measure_exporter(
+                    settings, result, exporter, fake_pids, exporter_port, cycle_over
                 )
         if settings.workdir is not None:
             (workdir / "metrics.prom").write_text(text)
-        if settings.naive_scrapes == 0:
-            return
-        naive_args = [
-            python, "-m", "bench.naive", "--config.file", str(config), "--port", str(naive_port),
-        ]  # fmt: skip
-        with process(naive_args, workdir / "naive.log", env) as naive:
-            _measure_naive(settings, result, naive, naive_port, text)
+    result.event_loop = _logged_event_loop(exporter_log)
+    if result.event_loop != settings.event_loop:
+        result.problems.append(f"the exporter ran on {result.event_loop or 'an unknown loop'}")
+    if result.steady is not None and phase is not None:
+        _read_steady_traffic(settings, result.steady, records, phase - started)
+
+
+def _logged_event_loop(log: Path) -> str:
+    match = re.search(r'event_loop"?[=:] ?"?(\w+)', log.read_text(errors="replace"))
+    return match.group(1) if match else ""
 
 
 def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -455,15 +492,18 @@ def _measure_exporter(
     settings: Settings,
     result: Result,
     exporter: subprocess.Popen[bytes],
-    fake_pid: int,
+    fake_pids: Sequence[int],
     port: int,
     on_ready: Callable[[], None],
-) -> str:
+) -> tuple[str, float, float | None]:
+    """The start-up cycle, the scrapes and the steady phase; returns the exposition after the
+    cycle, when the exporter was first healthy and when the steady phase began, if it did
+    (``time.monotonic()``)."""
     # Start-up (reading a config of N accounts) is not part of the cycle: the cycle starts
     # when the poller does, just before the first request is answered.
     started = wait_for(port, "/-/healthy", time.monotonic() + 600, exporter)
     cpu_start, fake_start, busy_start = (
-        cpu_seconds(exporter.pid), tree_cpu_seconds(fake_pid), machine_busy()
+        cpu_seconds(exporter.pid), total_cpu_seconds(fake_pids), machine_busy()
     )  # fmt: skip
     scraper = Scraper(port)
     lags: list[float] = []
@@ -501,10 +541,9 @@ def _measure_exporter(
         cycle_over.set()
         scraping.join()
     result.cycle_cpu = cpu_seconds(exporter.pid) - cpu_start
-    result.fake_cpu = tree_cpu_seconds(fake_pid) - fake_start
+    result.fake_cpu = total_cpu_seconds(fake_pids) - fake_start
     result.other_cpu = machine_busy() - busy_start - result.cycle_cpu - result.fake_cpu
     on_ready()  # after the cycle's CPU figures: stopping the profilers takes a while
-    result.rss_after_cycle = peak_rss(exporter.pid)
     result.cycle_outside = ready - started
     result.scrape_during_poll = Timings.of(during, 0)
 
@@ -518,10 +557,27 @@ def _measure_exporter(
     result.problems.extend(problems)
     result.cycle = facts.get("cycle", math.nan)
     result.accounts_polled = int(facts.get("polled", 0))
-    result.retries = int(facts.get("retries", 0))
+    result.failed_attempts = int(facts.get("failed", 0))
 
-    time.sleep(settings.lag_window)  # the lag window forgets the cycle
-    lags = []
+    if settings.scrapes > 0:
+        _measure_unchanged_scrapes(settings, result, scraper, text)
+    phase = None
+    if settings.steady_intervals > 0:
+        result.steady = Steady()
+        phase = _steady_start(settings, started, time.monotonic())
+        _measure_steady(settings, result.steady, scraper, exporter.pid, fake_pids, phase)
+    scraper.close()
+    result.peak_rss = memory(exporter.pid)
+    return text, started, phase
+
+
+def _measure_unchanged_scrapes(
+    settings: Settings, result: Result, scraper: Scraper, text: str
+) -> None:
+    """Timed scrapes once the lag window has forgotten the cycle (no account changes then
+    unless the interval is short)."""
+    time.sleep(settings.lag_window)
+    lags: list[float] = []
     for gzipped in (False, True):
         seconds, size, last = _timed_scrapes(scraper, settings.scrapes, gzipped, lags)
         timings = Timings.of(seconds, size)
@@ -535,11 +591,6 @@ def _measure_exporter(
     result.lag_scraping = max(lags, default=math.nan)
     if not lags:
         result.problems.append(f"no {LAG_METRIC} in the exposition")
-    if settings.steady > 0:
-        _measure_steady(settings, result, scraper, exporter.pid, ready)
-    scraper.close()
-    result.peak_rss = peak_rss(exporter.pid)
-    return text
 
 
 def _timed_scrapes(
@@ -559,228 +610,76 @@ def _timed_scrapes(
     return seconds, size, text
 
 
-def _requests_total(text: str) -> float:
-    prefix = metrics.REQUESTS.name + "{"
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
-    )
+def _steady_start(settings: Settings, started: float, now: float) -> float:
+    """The first ``started + interval/2 + k·interval`` not before ``now``: the accounts' later
+    polls come at their own phase of the interval from ``interval/2`` after start-up on, so
+    each whole interval from there holds one poll of every account."""
+    interval = settings.interval_seconds
+    first = started + interval / 2
+    return first + max(0, math.ceil((now - first) / interval)) * interval
 
 
 def _measure_steady(
-    settings: Settings, result: Result, scraper: Scraper, pid: int, ready: float
+    settings: Settings,
+    steady: Steady,
+    scraper: Scraper,
+    pid: int,
+    fake_pids: Sequence[int],
+    start: float,
 ) -> None:
-    """Scrape every ``steady_every`` s for ``steady`` s once the later polls have begun."""
-    resume = ready + parse_duration(settings.interval) / 2 + 2  # the first of the later polls
-    time.sleep(max(0.0, resume - time.monotonic()))
-    _, body, _ = scraper.get("/metrics")
-    requests_start, cpu_start, start = (
-        _requests_total(body.decode()),
-        cpu_seconds(pid),
-        time.monotonic(),
-    )
-    time.sleep(settings.lag_window)  # lag readings from now on cover steady state only
+    """From ``start``, ``steady_intervals`` whole intervals: a gzip scrape every
+    ``steady_every`` s, the CPU of the exporter and of the fake, RSS samples."""
+    time.sleep(max(0.0, start - time.monotonic()))
+    cpu_start, fake_start, begun = cpu_seconds(pid), total_cpu_seconds(fake_pids), time.monotonic()
+    end = start + settings.steady_intervals * settings.interval_seconds
     seconds: list[float] = []
     lags: list[float] = []
-    end = time.monotonic() + settings.steady
-    while time.monotonic() < end:
+    rss: list[int] = []
+    next_scrape = begun + settings.steady_every
+    while next_scrape < end:
+        time.sleep(max(0.0, next_scrape - time.monotonic()))
         more, _, _ = _timed_scrapes(scraper, 1, True, lags)
         seconds.extend(more)
-        time.sleep(settings.steady_every)
-    _, body, _ = scraper.get("/metrics")
-    elapsed = time.monotonic() - start
-    result.steady_gzip = Timings.of(seconds, 0)
-    result.lag_steady = max(lags, default=math.nan)
-    result.steady_cpu = (cpu_seconds(pid) - cpu_start) / elapsed
-    result.steady_polls = (
-        (_requests_total(body.decode()) - requests_start) / settings.windows / elapsed
-    )
+        rss.append(memory(pid, "VmRSS"))
+        next_scrape += settings.steady_every
+    time.sleep(max(0.0, end - time.monotonic()))
+    elapsed = time.monotonic() - begun
+    steady.cpu = (cpu_seconds(pid) - cpu_start) / elapsed
+    steady.fake_cpu = (total_cpu_seconds(fake_pids) - fake_start) / elapsed
+    steady.rss = int(statistics.median(rss)) if rss else memory(pid, "VmRSS")
+    steady.scrape_gzip = Timings.of(seconds, 0)
+    # The loop's lag readings cover the last window only: the first reading of the phase may
+    # still include the end of the cycle, so it is left out.
+    steady.lag = max(lags[1:] if len(lags) > 1 else lags, default=math.nan)
+    # The fake's records place the phase from the first request, a little after the harness
+    # saw /-/healthy: the requests at its very end must be answered before the exporter stops.
+    time.sleep(1 + 2 * settings.latency)
 
 
-def _measure_naive(
-    settings: Settings, result: Result, naive: subprocess.Popen[bytes], port: int, text: str
+def _read_steady_traffic(
+    settings: Settings, steady: Steady, records: Sequence[Path], offset: float
 ) -> None:
-    wait_for(port, "/-/ready", time.monotonic() + 20 * settings.bound + 300, naive)
-    scraper = Scraper(port, timeout=600)
-    for gzipped in (False, True):
-        seconds = []
-        size = 0
-        for _ in range(settings.naive_scrapes):
-            _, body, elapsed = scraper.get("/metrics", gzipped=gzipped)
-            seconds.append(elapsed)
-            size = len(body)
-        if gzipped:
-            result.naive_gzip = Timings.of(seconds, size)
-        else:
-            result.naive_raw = Timings.of(seconds, size)
-            # Same data: the baseline's account samples are the exporter's (values may differ).
-            naive_samples = _account_sample_count(body.decode())
-            if naive_samples != _account_sample_count(text):
-                result.problems.append(
-                    f"baseline has {naive_samples} account samples, the exporter "
-                    f"{_account_sample_count(text)}"
-                )
-    scraper.close()
+    """The fake's records (written when it stopped) of the steady phase, which began
+    ``offset`` seconds after start-up.
+
+    Start-up is taken from the records themselves (the first request came as the poller
+    started; the harness saw ``/-/healthy`` a little later): the phase's intervals then line
+    up with the accounts' slots, and a poll on time is never counted in the wrong interval.
+    """
+    requests = read_records(records)
+    if not requests:
+        raise RuntimeError("the fake recorded no request")
+    traffic = steady_traffic(
+        requests,
+        settings.keys,
+        requests[0].time + offset,
+        settings.interval_seconds,
+        settings.steady_intervals,
+    )
+    steady.traffic = traffic
+    if traffic.requests:
+        steady.cpu_per_request = steady.cpu * traffic.seconds / traffic.requests
 
 
 def _account_sample_count(text: str) -> int:
     return sum(1 for line in text.splitlines() if 'account="' in line and line[0] != "#")
-
-
-# -- report -----------------------------------------------------------------------------------
-
-
-def _ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
-
-
-def _s(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds:.2f} s"
-
-
-def _size(size: int) -> str:
-    return f"{size / 1e6:.2f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
-
-
-def _ratio(slow: float, fast: float) -> str:
-    return "n/a" if math.isnan(slow) or math.isnan(fast) or fast == 0 else f"{slow / fast:.0f}x"
-
-
-def table(results: Sequence[Result]) -> str:
-    """A Markdown table, one column per size."""
-    rows: list[tuple[str, list[str]]] = [
-        ("accounts x windows", [
-            f"{r.settings.accounts:,} x {r.settings.windows}" for r in results
-        ]),
-        ("API requests per cycle (N·W)", [f"{r.requests:,}" for r in results]),
-        ("bound N·W·L/C", [_s(r.settings.bound) for r in results]),
-        ("poll cycle (in the exporter)", [_s(r.cycle) for r in results]),
-        ("poll cycle, min - max over the runs", [
-            " - ".join(_s(c) for c in (min(r.cycles), max(r.cycles))) if r.cycles else "n/a"
-            for r in results
-        ]),
-        ("poll cycle ÷ bound", [
-            "n/a" if math.isnan(r.cycle) else f"{r.cycle / r.settings.bound:.2f}x"
-            for r in results
-        ]),
-        ("poll cycle (healthy → ready, outside)", [_s(r.cycle_outside) for r in results]),
-        ("accounts polled (retries)", [
-            f"{r.accounts_polled:,} of {r.settings.accounts:,} ({r.retries})" for r in results
-        ]),
-        ("exporter CPU per poll cycle", [_s(r.cycle_cpu) for r in results]),
-        ("fake API / other processes' CPU in the cycle", [
-            f"{_s(r.fake_cpu)} / {_s(r.other_cpu)}" for r in results
-        ]),
-        ("samples in /metrics", [f"{r.samples:,}" for r in results]),
-        ("/metrics body, raw / gzip", [
-            f"{_size(r.scrape_raw.size)} / {_size(r.scrape_gzip.size)}" for r in results
-        ]),
-        ("/metrics median / p99, raw", [
-            f"{_ms(r.scrape_raw.median)} / {_ms(r.scrape_raw.p99)}" for r in results
-        ]),
-        ("/metrics median / p99, gzip", [
-            f"{_ms(r.scrape_gzip.median)} / {_ms(r.scrape_gzip.p99)}" for r in results
-        ]),
-        ("/metrics gzip median during the poll cycle", [
-            _ms(r.scrape_during_poll.median) for r in results
-        ]),
-        ("naive generate_latest median, raw / gzip", [
-            f"{_ms(r.naive_raw.median)} / {_ms(r.naive_gzip.median)}" for r in results
-        ]),
-        ("speed-up over naive, raw / gzip", [
-            f"{_ratio(r.naive_raw.median, r.scrape_raw.median)} / "
-            f"{_ratio(r.naive_gzip.median, r.scrape_gzip.median)}"
-            for r in results
-        ]),
-        ("max event-loop lag, polling / scraping", [
-            f"{_ms(r.lag_polling)} / {_ms(r.lag_scraping)}" for r in results
-        ]),
-        ("peak RSS", [f"{r.peak_rss / 2**20:.0f} MiB" for r in results]),
-    ]  # fmt: skip
-    if any(r.settings.steady > 0 for r in results):
-        rows += [
-            ("steady state: account polls per second", [
-                "n/a" if math.isnan(r.steady_polls) else f"{r.steady_polls:.0f}" for r in results
-            ]),
-            ("steady state: /metrics gzip median / p99", [
-                f"{_ms(r.steady_gzip.median)} / {_ms(r.steady_gzip.p99)}" for r in results
-            ]),
-            ("steady state: max event-loop lag", [_ms(r.lag_steady) for r in results]),
-            ("steady state: exporter CPU", [
-                "n/a" if math.isnan(r.steady_cpu) else f"{r.steady_cpu:.1%}" for r in results
-            ]),
-        ]  # fmt: skip
-    header = "| | " + " | ".join(f"{r.settings.accounts:,} accounts" for r in results) + " |"
-    lines = [header, "| --- |" + " ---: |" * len(results)]
-    lines.extend(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows)
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench",
-        description="Benchmark the exporter against the fake API and the naive baseline.",
-    )
-    add = parser.add_argument
-    add("--accounts", default="10000", help="comma-separated sizes, e.g. 100,1000,10000")
-    add("--windows", type=int, default=2, help="windows per account (24h, 30d, 7d, 1h)")
-    add("--latency", type=float, default=0.05, help="fake API latency in seconds")
-    add("--fake-workers", type=int, default=2, help="processes serving the fake API")
-    add("--concurrency", type=int, default=200, help="the exporter's api.max_concurrency")
-    add("--interval", default="5m", help="polling interval (later polls come interval/2 on)")
-    add("--scrapes", type=int, default=20, help="timed /metrics scrapes per encoding")
-    add("--naive-scrapes", type=int, default=5, help="timed baseline scrapes per encoding")
-    add("--poll-scrape-every", type=float, default=5.0, help="scrape period during the cycle (s)")
-    add("--lag-window", type=float, default=10.0, help="--debug.loop-lag window (s)")
-    add("--steady", type=float, default=0.0, help="seconds of steady-state scrapes (0: none)")
-    add("--steady-every", type=float, default=15.0, help="steady-state scrape period (s)")
-    add("--workdir", type=Path, help="keep configs and logs here")
-    add(
-        "--repeat",
-        type=int,
-        default=1,
-        help="runs per size; the run with the median cycle is shown",
-    )
-    add("--json", type=Path, help="also write the results as JSON to this file")
-    add(
-        "--profile",
-        type=Path,
-        help="py-spy profiles up to the cycle's end: DIR/exporter-N.txt, DIR/exporter-N.fake-K.txt",
-    )
-    args = parser.parse_args(argv)
-    results = []
-    for size in (int(s) for s in args.accounts.split(",")):
-        settings = Settings(
-            accounts=size,
-            windows=args.windows,
-            latency=args.latency,
-            fake_workers=args.fake_workers,
-            concurrency=args.concurrency,
-            interval=args.interval,
-            scrapes=args.scrapes,
-            naive_scrapes=args.naive_scrapes,
-            poll_scrape_every=args.poll_scrape_every,
-            lag_window=args.lag_window,
-            steady=args.steady,
-            steady_every=args.steady_every,
-            workdir=args.workdir / str(size) if args.workdir else None,
-            profile=args.profile / f"exporter-{size}.txt" if args.profile else None,
-        )
-        runs = []
-        for number in range(args.repeat):
-            print(
-                f"benchmarking {size:,} accounts ({number + 1}/{args.repeat}) ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            runs.append(run(settings))
-        runs.sort(key=lambda r: (math.isnan(r.cycle), r.cycle))
-        result = runs[(len(runs) - 1) // 2]
-        result.cycles = [r.cycle for r in runs if not math.isnan(r.cycle)]
-        result.problems = [p for r in runs for p in r.problems]
-        results.append(result)
-        for problem in result.problems:
-            print(f"  problem: {problem}", file=sys.stderr)
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps([r.to_json() for r in results], indent=2))
-    return 0 if all(r.ok for r in results) else 1
