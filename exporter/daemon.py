@@ -64,6 +64,8 @@ class Daemon:
         store = SnapshotStore()
         self.poller = Poller(config, TrafficSourceClient.for_api(config.api), store)
         self.guard = WebGuard(web_config) if web_config is not None else None
+        # Clients a reload replaced, closing once their last requests are done.
+        self._retiring: set[asyncio.Task[None]] = set()
         self.runtime = Runtime(
             store=store,
             poller=self.poller,
@@ -161,8 +163,10 @@ class Daemon:
         client = None if current.serves(new.api) else TrafficSourceClient.for_api(new.api)
         current.timeout = new.api.timeout  # requests from now on; a new client has it too
         changes = self.poller.apply(new, client=client)
-        if client is not None:  # retired: polls under way finish on its connections
-            await current.close()
+        if client is not None:  # retired: requests under way finish on it; the reload goes on
+            retiring = asyncio.create_task(current.close(), name="retire the API client")
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
         if new.polling.interval != old.polling.interval:  # HELP texts name the interval
             self.runtime.exposition = AccountsExposition(new.polling.interval)
         self.state.reload_successful = True
@@ -177,6 +181,6 @@ class Daemon:
         """Stop polling and serving, then close the API client; safe after a failed start."""
         if self._lag_task is not None:
             self._lag_task.cancel()
-        await self.poller.stop()
+        await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
         await self._runner.cleanup()
-        await self.poller.client.close()
+        await asyncio.gather(*self._retiring, self.poller.client.close())

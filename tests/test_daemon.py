@@ -6,7 +6,9 @@ signals and HTTP in a subprocess; here each step is called directly.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config, ConfigError, parse_config
 from exporter.daemon import DEMO_RELOAD, Daemon
-from exporter.fakeapi import FakeAccount, FakeApi
+from exporter.fakeapi import FakeAccount, FakeApi, Fault
 
 ENV = {"KEY_A": "daemon-key-a", "KEY_B": "daemon-key-b"}
 
@@ -118,3 +120,28 @@ async def test_an_address_in_use_is_an_error_and_stop_still_cleans_up(fake: Fake
         await second.stop()
     finally:
         await first.stop()
+
+
+async def test_a_reload_that_replaces_the_client_does_not_wait_for_its_requests(
+    fake: FakeApi,
+) -> None:
+    """The retired client closes in the background, once its last requests are done: the
+    reload answers at once, even while a request on the old client hangs."""
+    moved = FakeApi([FakeAccount(key, seed=i) for i, key in enumerate(ENV.values())])
+    await moved.start()
+    fake.set_fault(Fault.HANG)  # every request to the old URL hangs
+    slow = make_config(fake.url, "shop-a")
+    slow = replace(slow, api=replace(slow.api, timeout=600.0))
+    daemon = Daemon(
+        slow, load=lambda: make_config(moved.url, "shop-a"), listen_host="127.0.0.1", listen_port=0
+    )
+    try:
+        await daemon.start()
+        await asyncio.wait_for(fake.wait_until(lambda: fake.in_flight > 0), 30)
+        # A reload that waited for the hanging request would not answer within 600 s.
+        assert await asyncio.wait_for(daemon.reload(), 30) == (True, "configuration reloaded")
+        assert fake.in_flight > 0  # the old client's request is still out, not cut off
+    finally:
+        await asyncio.wait_for(daemon.stop(), 30)  # cancels it, and the old client closes
+        await moved.close()
+    assert fake.in_flight == 0
