@@ -202,15 +202,30 @@ class Poller:
         self._summed_up = True
         snapshots = [s for n in self._accounts if (s := self._store.get(n)) is not None]
         up = sum(1 for s in snapshots if s.up)
+        took = self._clock.monotonic() - self._first_round_started
         log.info(
             "every account polled once",
             extra={
                 "accounts": len(snapshots),
                 "up": up,
                 "down": len(snapshots) - up,
-                "seconds": round(self._clock.monotonic() - self._first_round_started, 3),
+                "seconds": round(took, 3),
             },
         )
+        shortest = min((a.interval for a in self._accounts.values()), default=took)
+        if took > shortest:
+            # Over capacity, every account comes round once per such round, not once per
+            # interval: say so once, with what would fix it.
+            log.warning(
+                "polling every account takes longer than the polling interval; accounts are "
+                "polled less often than configured: raise api.max_concurrency or the interval, "
+                "or shard the accounts",
+                extra={
+                    "seconds": round(took, 3),
+                    "interval": round(shortest, 3),
+                    "max_concurrency": self._config.api.max_concurrency,
+                },
+            )
 
     async def poll_all_once(self) -> list[AccountSnapshot]:
         """Poll every account once, concurrently (``--once``)."""

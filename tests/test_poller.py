@@ -405,3 +405,39 @@ async def test_ready_follows_added_and_removed_accounts(clients: Clients) -> Non
         assert poller.ready()
     finally:
         await fake.close()
+
+
+@pytest.mark.parametrize(("answer_seconds", "warned"), [(20.0, True), (10.0, False)])
+async def test_a_first_round_longer_than_the_interval_is_warned_about_once(
+    clients: Clients, caplog: pytest.LogCaptureFixture, answer_seconds: float, warned: bool
+) -> None:
+    """One request at a time and two accounts of one window: the first round takes two answers.
+    Past the 30 s interval, the user is told that accounts are polled less often than asked."""
+    names = ["a", "b"]
+    fake = await started_fake(names)
+    clock = FakeClock()
+
+    class SlowVendor(RecordingClient):
+        async def fetch(self, *args: Any) -> Any:
+            await self.clock.sleep(answer_seconds)  # the vendor's answer time, on the clock
+            return await super().fetch(*args)
+
+    try:
+        caplog.set_level(logging.INFO, logger="exporter.poller")
+        config = make_config(fake.url, names, interval=30.0, windows=["24h"])
+        config = replace(config, api=replace(config.api, max_concurrency=1))
+        client = SlowVendor(clients.for_api(config.api), clock)
+        poller = Poller(config, client, SnapshotStore(), clock=clock)  # type: ignore[arg-type]
+        poller.start()
+        await clock.advance(2 * answer_seconds)
+        assert poller.ready()
+        await clock.advance(60.0)  # more rounds: the warning is not repeated
+        await poller.stop()
+    finally:
+        await fake.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().split(";")[0] for r in warnings] == (
+        ["polling every account takes longer than the polling interval"] if warned else []
+    )
+    if warned:
+        assert (warnings[0].seconds, warnings[0].interval) == (40.0, 30.0)  # type: ignore[attr-defined]
