@@ -219,7 +219,7 @@ def profiler(
     """Record each process with py-spy (collapsed stacks) until the yielded ``stop`` is called.
 
     ``pids`` names the processes; each profile goes to ``output`` with the name inserted
-    (``exporter-10000.txt`` → ``exporter-10000.fake-1.txt``). ``stop`` is called at the end of
+    (``exporter-uvloop-1.txt`` → ``exporter-uvloop-1.fake-1.txt``). ``stop`` is called at the end of
     the poll cycle, so the profiles hold start-up (``load_config``, ``_serve``) and the cycle.
     """
     if output is None:
