@@ -1,7 +1,7 @@
 """The repository stands alone: no code, test, benchmark or script reads a path outside it.
 
 Users clone this repository by itself, so a file that reaches above the repository root (the
-vendor's fixtures once came from ``../shared/fixtures``) fails in every clone but the one it was
+vendor's fixtures once came from a folder beside the clone) fails in every clone but the one it was
 written in.
 """
 
@@ -75,8 +75,8 @@ def test_nothing_reads_a_path_above_the_repository() -> None:
 @pytest.mark.parametrize(
     ("relative", "line"),
     [
-        ("tests/test_x.py", 'FIXTURES = Path(__file__).parents[2] / "shared" / "fixtures"'),
-        ("tests/test_x.py", 'FIXTURES = Path(__file__).parent / "../../shared/fixtures"'),
+        ("tests/test_x.py", 'FIXTURES = Path(__file__).parents[2] / "beside" / "fixtures"'),
+        ("tests/test_x.py", 'FIXTURES = Path(__file__).parent / "../../beside/fixtures"'),
         ("exporter/x.py", 'data = open("../../outside.json")'),
         ("scripts/x", 'cd "$(dirname "$0")/../.."'),
         ("bench/x.py", 'ROOT = Path(__file__).parents[2] / "data"'),
