@@ -4,7 +4,7 @@ Each in its own process (the machine's cores are shared: the fake's CPU must not
 the exporter, nor share its event loop):
 
 1. the fake vendor API on aiohttp's server, ``--fake-workers`` processes on one port
-   (``bench/vendor.py``: ``exporter.fakeapi.FakeApi`` keeping its records of every request);
+   (``python -m exporter.fakeapi --record``: one line per request answered, written when it stops);
 2. the exporter (``python -m exporter``) with a generated config of N accounts x W windows, keys
    passed in environment variables, ``max_concurrency: C``, ``--debug.loop-lag``, and the event
    loop chosen with ``RETARGETING_EXPORTER_EVENT_LOOP`` (``--event-loop``).
@@ -432,7 +432,7 @@ def _run(settings: Settings, result: Result, workdir: Path) -> None:
         workers = []
         for number, record in enumerate(records, 1):
             fake_args = [
-                python, "-m", "bench.vendor", "--accounts", str(settings.accounts),
+                python, "-m", "exporter.fakeapi", "--accounts", str(settings.accounts),
                 "--latency", str(settings.latency), "--port", str(fake_port),
                 "--record", str(record),
                 *(["--reuse-port"] if settings.fake_workers > 1 else []),

@@ -1,8 +1,8 @@
 """What the vendor saw: the fake's request records turned into polls, rates and per-interval counts.
 
-Pure functions on ``(time, key, status)`` records (``bench/vendor.py`` writes them), so that the
-harness's verdicts ("every account polled once per interval", "no bursts") can be tested on
-records made up for the purpose.
+Pure functions on ``(time, key, status)`` records (``python -m exporter.fakeapi --record``
+writes them), so that the harness's verdicts ("every account polled once per interval", "no
+bursts") can be tested on records made up for the purpose.
 """
 
 from __future__ import annotations

@@ -943,11 +943,13 @@ def test_demo_accounts() -> None:
     assert [a.rest_key for a in generated_accounts(3)] == ["key-00000", "key-00001", "key-00002"]
 
 
-def test_main_serves_until_interrupted() -> None:
+def test_main_serves_until_interrupted_and_writes_its_record(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    record = tmp_path / "fake.records"
     command = [sys.executable, "-m", "exporter.fakeapi", "--port", str(port), "--accounts", "3"]
+    command += ["--record", str(record)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env) as process:
         try:
@@ -958,11 +960,23 @@ def test_main_serves_until_interrupted() -> None:
             with urllib.request.urlopen(f"{url}?rest_key=key-00002", timeout=5) as response:
                 body = json.loads(response.read())
             assert body["status"] == "success" and len(body["data"]) == 4
+            with urllib.request.urlopen(f"{url}?rest_key=nobody", timeout=5) as response:
+                assert json.loads(response.read())["message"] == "Incorrect rest key!"
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=10) == 0
         finally:
             if process.poll() is None:
                 process.kill()
+    # One line per request answered, written when it stopped: time (monotonic), key, status.
+    lines = [line.split() for line in record.read_text().splitlines()]
+    assert [(key, status) for _, key, status in lines] == [("key-00002", "200"), ("nobody", "200")]
+    assert float(lines[0][0]) <= float(lines[1][0])
+
+
+def test_a_record_needs_a_single_worker() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", "8080", "--workers", "2", "--record", "/dev/null"])
+    assert exit_info.value.code == 2
 
 
 def _children(pid: int) -> list[int]:

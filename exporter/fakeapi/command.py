@@ -1,7 +1,8 @@
 """``python -m exporter.fakeapi``: serve the fake vendor API until interrupted.
 
 The demo accounts by default, or ``--accounts N`` generated ones for benchmarks, from one
-process or ``--workers N`` processes sharing the port.
+process or ``--workers N`` processes sharing the port. ``--record FILE`` writes, when stopped,
+one line per request answered (:func:`record_line`): the benchmarks read them back.
 """
 
 from __future__ import annotations
@@ -13,22 +14,34 @@ import gc
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from exporter import eventloop
 from exporter.fakeapi.accounts import FakeAccount, demo_accounts, generated_accounts
 from exporter.fakeapi.figures import traffic_rows
-from exporter.fakeapi.server import FakeApi
+from exporter.fakeapi.server import FakeApi, RecordedRequest
+
+
+def record_line(request: RecordedRequest) -> str:
+    """``TIME KEY STATUS``: arrival on ``time.monotonic()``, the rest key, the status sent."""
+    return f"{request.time:.6f} {request.rest_key or '-'} {request.status}\n"
 
 
 async def _serve(
-    accounts: list[FakeAccount], host: str, port: int, latency: float, reuse_port: bool
+    accounts: list[FakeAccount],
+    host: str,
+    port: int,
+    latency: float,
+    reuse_port: bool,
+    record: Path | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    fake = FakeApi(accounts, latency=latency, record_requests=False)  # nobody reads them
+    # Without --record nobody reads the records, and a long run would only grow them.
+    fake = FakeApi(accounts, latency=latency, record_requests=record is not None)
     # A real vendor does not work out an account's figures afresh on its first request: fill
     # the per-account caches now, and freeze them, so that a benchmark's first cycle does not
     # measure the fake warming up.
@@ -42,6 +55,9 @@ async def _serve(
         await stop.wait()
     finally:
         await fake.close()
+        if record is not None:
+            with record.open("w") as out:
+                out.writelines(record_line(request) for request in fake.requests)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve from N processes on one port (SO_REUSEPORT; Linux), so that the fake is "
         "not what limits a benchmark; needs --port other than 0",
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="when stopped, write one line per request answered: time key status",
+    )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -82,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     if args.workers > 1 and args.port == 0:
         parser.error("--workers needs a fixed --port")
+    if args.record is not None and args.workers > 1:
+        parser.error("--record needs a single worker: start one process per record file")
     if args.accounts is not None and args.accounts < 1:
         parser.error("--accounts must be at least 1")
     accounts = demo_accounts() if args.accounts is None else generated_accounts(args.accounts)
@@ -92,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         reuse = args.workers > 1 or args.reuse_port
-        eventloop.run(_serve(accounts, args.host, args.port, args.latency, reuse))
+        eventloop.run(_serve(accounts, args.host, args.port, args.latency, reuse, args.record))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
