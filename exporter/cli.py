@@ -214,17 +214,9 @@ def summary(config: Config, options: Options) -> str:
     return "\n".join(lines)
 
 
-def _client(config: Config) -> TrafficSourceClient:
-    return TrafficSourceClient.for_api(config.api)
-
-
-def _secrets(config: Config) -> list[str]:
-    return config.secrets()
-
-
 async def run_once(config: Config, state: ExporterState) -> int:
     """Poll every account once and print the exposition."""
-    async with _client(config) as client:
+    async with TrafficSourceClient.for_api(config.api) as client:
         store = SnapshotStore()
         poller = Poller(config, client, store)
         snapshots = await poller.poll_all_once()
@@ -281,11 +273,11 @@ def _reloader(options: Options, redactor: logs.Redactor, running: Config) -> Cal
     """How a reload reads the configuration: the file again, this replica's shard of it."""
     # Every key ever loaded stays redacted: a rotated-out key may still be valid, and keys of
     # other shards are in memory too.
-    known = set(_secrets(running))
+    known = set(running.secrets())
 
     def load() -> Config:
         full = load_config(options.config_file)
-        known.update(_secrets(full))
+        known.update(full.secrets())
         redactor.update(known)
         return select_shard(full, options.shard_count, options.shard_index)
 
@@ -300,7 +292,7 @@ async def _demo(options: Options, redactor: logs.Redactor) -> AsyncIterator[tupl
     fake = fakeapi.FakeApi(fakeapi.demo_accounts())
     try:
         config = demo.demo_config(await fake.start(), options.demo_interval)
-        redactor.update(_secrets(config))
+        redactor.update(config.secrets())
         yield fake.url, config
     finally:
         await fake.close()
@@ -349,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(options.config_file)
         except ConfigError as exc:
             return exit_usage(PROG, exc)
-        redactor.update(_secrets(config))
+        redactor.update(config.secrets())
         if options.check:
             print(summary(config, options))
             if web_config is not None:

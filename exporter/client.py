@@ -37,7 +37,6 @@ __all__ = [  # what the rest of the exporter imports from here
     "TrafficRow",
     "TrafficSourceClient",
     "classify_response",
-    "env_proxy",
     "parse_retry_after",
     "parse_rows",
 ]
@@ -344,7 +343,7 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def env_proxy(url: str) -> str | None:
+def _env_proxy(url: str) -> str | None:
     """The proxy that ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY`` (any case) pick for ``url``.
 
     aiohttp's own rules (``trust_env``), credentials (in the variable or ``~/.netrc``) kept.
@@ -388,7 +387,7 @@ class TrafficSourceClient:
         # trust_env=True would look the environment up again, in a thread, for every request
         # (a multiple of the CPU of the request itself: docs/benchmarks.md). A running
         # process's environment does not change: it is read once, with aiohttp's own rules.
-        self._proxy = proxy_url if proxy_url is not None else env_proxy(url)
+        self._proxy = proxy_url if proxy_url is not None else _env_proxy(url)
         self._proxy_name: str | None = None  # host:port, for messages (never the credentials)
         if self._proxy is not None:
             proxy = urllib.parse.urlsplit(self._proxy)

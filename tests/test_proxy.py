@@ -9,7 +9,7 @@ address, never its credentials nor the API URL (the key travels in its query str
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -136,9 +136,8 @@ async def test_the_environment_names_the_proxy(
     proxy: Tinyproxy,
     clients: Clients,
     monkeypatch: pytest.MonkeyPatch,
-    case: object,
+    case: Callable[[str], str],
 ) -> None:
-    assert callable(case)
     monkeypatch.setenv(case("HTTP_PROXY"), proxy.url())
     monkeypatch.setenv(case("HTTPS_PROXY"), proxy.url())
     assert await rows(client(clients, fake.url)) == 4
