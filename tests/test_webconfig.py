@@ -196,7 +196,7 @@ def test_a_full_config_parses_with_paths_relative_to_the_file(pki: Pki, tmp_path
                 "min_version": "TLS13",
             },
             "http_server_config": {
-                "http2": True,
+                "http2": False,
                 "headers": {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=60"},
             },
             "basic_auth_users": {USER: hashed(PASSWORD)},
@@ -274,13 +274,26 @@ GOOD_HASH = "$2b$04$9GNUaPdgKJv0EZDnccR5aOn2dgj6I7BhR7CprLM5LimOuFwzF99DG"
         (
             {"tls_server_config": {"cert_file": "c", "key_file": "k", "client_auth_type": "Any"}},
             ["tls_server_config.client_auth_type: 'Any' is not one of NoClientCert, "
-             "RequestClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"],
+             "VerifyClientCertIfGiven, RequireAndVerifyClientCert"],
         ),
         (
             {"tls_server_config": {"cert_file": "c", "key_file": "k",
                                    "client_auth_type": "RequireAnyClientCert"}},
             ["tls_server_config.client_auth_type: RequireAnyClientCert (demand a certificate, "
-             "never check it) cannot be offered"],
+             "never check it) cannot be served: Python's ssl module verifies every client "
+             "certificate it asks for; use RequireAndVerifyClientCert with client_ca_file"],
+        ),
+        (
+            {"tls_server_config": {"cert_file": "c", "key_file": "k",
+                                   "client_auth_type": "RequestClientCert"}},
+            ["tls_server_config.client_auth_type: RequestClientCert (ask for a certificate, never "
+             "check it) cannot be served: Python's ssl module verifies every client certificate "
+             "it asks for; use NoClientCert, or VerifyClientCertIfGiven with client_ca_file"],
+        ),
+        (
+            {"http_server_config": {"http2": True}},
+            ["http_server_config.http2: true cannot be served: the exporter's server (aiohttp) "
+             "speaks HTTP/1.1 only; set it to false or leave it out"],
         ),
         (
             {"tls_server_config": {"cert_file": "c", "key_file": "k",
@@ -570,6 +583,16 @@ async def test_client_certificate_checked_if_given(
     assert (await status(http, served.url("/-/healthy"), ssl_context=valid))[0] == 503
 
 
+async def test_no_client_cert_never_asks_for_one(
+    pki: Pki, tmp_path: Path, serve: ServeFn, http: aiohttp.ClientSession
+) -> None:
+    served = await serve(tls_auth_config(pki, tmp_path, client_auth_type="NoClientCert"))
+    stranger = Pki(stranger_dir(tmp_path), "stranger-ca").issue("stranger", server=False)
+    for context in (client_context(pki), client_context(pki, stranger)):
+        # Not asked for, so a certificate nobody could verify is no obstacle either.
+        assert (await status(http, served.url("/-/healthy"), ssl_context=context))[0] == 503
+
+
 async def test_min_version_refuses_older_clients(
     pki: Pki, tmp_path: Path, serve: ServeFn, http: aiohttp.ClientSession
 ) -> None:
@@ -733,6 +756,13 @@ async def test_basic_auth_without_tls_and_auth_turned_on_at_runtime(
             "  - tls_server_config.cert_file: cannot read",
         ),
         ("tls_server_config: [\n", "  - line 2, column 1: "),
+        (
+            "tls_server_config: {cert_file: a.crt, key_file: a.key, "
+            "client_auth_type: RequestClientCert}\n",
+            "  - tls_server_config.client_auth_type: RequestClientCert (ask for a certificate, "
+            "never check it) cannot be served",
+        ),
+        ("http_server_config: {http2: true}\n", "  - http_server_config.http2: true cannot be"),
     ],
 )
 def test_an_invalid_web_config_exits_2_with_a_clear_message(
