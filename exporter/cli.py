@@ -24,6 +24,7 @@ from exporter.flags import (
     parse_shard_flags,
     select_shard,
 )
+from exporter.listener import DEFAULT_LIMITS, ListenerLimits
 from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
@@ -54,6 +55,7 @@ class Options:
     shard_index: int
     web_config_file: str | None = None
     loop_lag_window: float = 0.0  # --debug.loop-lag; 0: not measured
+    listener: ListenerLimits = DEFAULT_LIMITS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="exporter-toolkit web configuration: TLS, basic auth, response headers; "
         "re-read when it changes (default: none, plain HTTP without authentication)",
+    )
+    add(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        default="1m",
+        metavar="DURATION",
+        help="close a connection whose request line and headers have not all arrived within "
+        "DURATION of its opening (or of the first byte after a response); 0 turns it off "
+        "(default: %(default)s, as exporter-toolkit)",
+    )
+    add(
+        "--web.max-connections-per-client",
+        dest="max_per_client",
+        default=str(ListenerLimits.max_connections_per_client),
+        metavar="N",
+        help="open connections one client address may hold; more are closed at once; "
+        "0: no limit (default: %(default)s)",
+    )
+    add(
+        "--web.max-connections",
+        dest="max_connections",
+        default="auto",
+        metavar="N",
+        help="open client connections in all; more are closed at once; 0: no limit "
+        "(default: %(default)s, what the open-files limit leaves beside polling)",
     )
     add(
         "--web.telemetry-path",
@@ -164,6 +191,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             raise UsageError(f"--debug.loop-lag: {exc}") from None
         if loop_lag_window < 0.1:
             raise UsageError("--debug.loop-lag: the window must be at least 100ms")
+    listener = _parse_listener_flags(args)
     if args.demo and args.check:
         raise UsageError("--demo and --config.check cannot be combined")
     return Options(
@@ -181,7 +209,28 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         shard_index=index,
         web_config_file=args.web_config_file or None,
         loop_lag_window=loop_lag_window,
+        listener=listener,
     )
+
+
+def _count(flag: str, text: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"{flag} {text!r}: must be a whole number, 0 for no limit")
+    return int(text)
+
+
+def _parse_listener_flags(args: argparse.Namespace) -> ListenerLimits:
+    try:
+        deadline = parse_duration(args.read_header_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--web.read-header-timeout: {exc}") from None
+    if 0 < deadline < 1:
+        raise UsageError("--web.read-header-timeout: must be 0 (off) or at least 1s")
+    total = None
+    if args.max_connections != "auto":
+        total = _count("--web.max-connections", args.max_connections)
+    per_client = _count("--web.max-connections-per-client", args.max_per_client)
+    return ListenerLimits(deadline, per_client, total)
 
 
 def summary(config: Config, options: Options) -> str:
@@ -255,6 +304,7 @@ async def run_daemon(
             shard_count=options.shard_count,
             web_config=web_config,
             loop_lag_window=options.loop_lag_window,
+            listener=options.listener,
         )
         stack.push_async_callback(daemon.stop)
         try:

@@ -14,12 +14,14 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from aiohttp import web
 
-from exporter import __version__, eventloop
+from exporter import __version__, eventloop, openfiles
 from exporter.client import TrafficSourceClient
 from exporter.config import Config
+from exporter.listener import DEFAULT_LIMITS, ConnectionGuard, ListenerLimits
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition, ExporterState
 from exporter.poller import Poller
@@ -29,6 +31,10 @@ from exporter.webconfig import WebConfig, WebGuard
 from exporter.yamlcheck import ConfigError
 
 log = logging.getLogger("exporter")
+
+# Connections waiting to be accepted: room for a burst, so a flood's connections (closed at once
+# when over a cap) do not crowd out a scraper's. The kernel may lower it (net.core.somaxconn).
+_BACKLOG = 1024
 
 DEMO_RELOAD = "demo mode: the built-in configuration has nothing to reload"
 
@@ -52,6 +58,7 @@ class Daemon:
         shard_count: int = 1,
         web_config: WebConfig | None = None,
         loop_lag_window: float = 0.0,
+        listener: ListenerLimits = DEFAULT_LIMITS,
     ) -> None:
         self._load = load
         self._listen = (listen_host, listen_port)
@@ -77,7 +84,11 @@ class Daemon:
             guard=self.guard,
             loop_lag=LoopLagMonitor(loop_lag_window) if loop_lag_window else None,
         )
-        self._runner = web.AppRunner(make_app(self.runtime), access_log=None, handle_signals=False)
+        app = make_app(self.runtime)
+        self.listener = ConnectionGuard(listener)
+        self.listener.install(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._listening: asyncio.Server | None = None
         self._reload_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._lag_task: asyncio.Task[None] | None = None
@@ -92,9 +103,7 @@ class Daemon:
         await self._runner.setup()
         if self.runtime.loop_lag is not None:
             self._lag_task = asyncio.create_task(self.runtime.loop_lag.run())
-        host, port = self._listen
-        ssl_context = self.guard.ssl_context if self.guard is not None else None
-        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
+        await self._listen_guarded()
         self._handle_signals()
         self.poller.start()
         addresses = self.addresses()
@@ -106,9 +115,38 @@ class Daemon:
                 "version": __version__,
                 "event_loop": eventloop.loop_name(),
                 "web_config": self.guard.config.describe() if self.guard is not None else "none",
+                "limits": self.listener.limits.describe(),
             },
         )
         return addresses
+
+    async def _listen_guarded(self) -> None:
+        # aiohttp's TCPSite cannot take a protocol factory of ours: the listening socket is
+        # made here, as TCPSite makes it, with aiohttp's web.Server behind the ConnectionGuard.
+        open_files = openfiles.raise_open_files_limit()
+        api = self.poller.config.api.max_concurrency
+        limits = self.listener.limits
+        if limits.max_connections is None:
+            room = open_files.room_for_clients(api)
+            limits = replace(limits, max_connections=0 if room is None else max(room, 1))
+            self.listener.limits = limits
+        openfiles.check_room(
+            open_files, api, limits.max_connections or limits.max_connections_per_client
+        )
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("the runner is not set up")
+        host, port = self._listen
+        ssl_context = self.guard.ssl_context if self.guard is not None else None
+        self._listening = await asyncio.get_running_loop().create_server(
+            self.listener.protocol_factory(server),
+            host,
+            port,
+            ssl=ssl_context,
+            backlog=_BACKLOG,
+            # The TLS handshake comes before the head: it gets the same deadline, as in Go.
+            ssl_handshake_timeout=(limits.read_header_timeout or None) if ssl_context else None,
+        )
 
     def _handle_signals(self) -> None:
         # Installed before the "listening" line: whoever waits for it may signal at once.
@@ -125,11 +163,9 @@ class Daemon:
     def addresses(self) -> list[str]:
         """``host:port`` (``[v6]:port``) of every socket the web server listens on."""
         out = []
-        for site in self._runner.sites:
-            server = getattr(site, "_server", None)
-            for sock in getattr(server, "sockets", None) or []:
-                host, port = sock.getsockname()[:2]
-                out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        for sock in self._listening.sockets if self._listening is not None else ():
+            host, port = sock.getsockname()[:2]
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         return out
 
     async def wait(self) -> None:
@@ -183,5 +219,7 @@ class Daemon:
         if self._lag_task is not None:
             self._lag_task.cancel()
         await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
+        if self._listening is not None:
+            self._listening.close()  # no new connections; the runner closes the open ones
         await self._runner.cleanup()
         await asyncio.gather(*self._retiring, self.poller.client.close())
