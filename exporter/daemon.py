@@ -91,7 +91,7 @@ class Daemon:
             loop_lag=loop_lag,
         )
         app = make_app(self.runtime)
-        self.listener = ConnectionGuard(listener)
+        self.listener = ConnectionGuard(listener, metrics=self.self_metrics)
         self.listener.install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._listening: asyncio.Server | None = None

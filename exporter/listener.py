@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from exporter.clock import SYSTEM_CLOCK, Clock, Timer
+from exporter.selfmetrics import SelfMetrics
 
 log = logging.getLogger(__name__)
 
-# Why a connection was refused at once: the label values of the rejected counter.
-REJECT_REASONS = ("per_client_limit", "max_connections")
 # A refused client is logged at most once per this many seconds (and the whole server once, for
 # the total cap), so a flood cannot flood the log too.
 LOG_INTERVAL = 60.0
@@ -56,14 +54,6 @@ class ListenerLimits:
 DEFAULT_LIMITS = ListenerLimits()
 
 
-@dataclass(frozen=True)
-class ListenerMetrics:
-    """Where the guard counts what it did (prometheus-client counters)."""
-
-    rejected: Counter  # labelled by reason, one of REJECT_REASONS
-    header_timeouts: Counter
-
-
 def client_of(peername: Any) -> str:
     """The client's address from a transport's ``peername`` (IPv4-mapped IPv6 as IPv4)."""
     host = peername[0] if isinstance(peername, tuple) and peername else str(peername or "")
@@ -89,7 +79,7 @@ class ConnectionGuard:
         self,
         limits: ListenerLimits,
         *,
-        metrics: ListenerMetrics | None = None,
+        metrics: SelfMetrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.limits = limits
@@ -124,7 +114,7 @@ class ConnectionGuard:
             self._per_client[client] += 1
             return True
         if self.metrics is not None:
-            self.metrics.rejected.labels(reason).inc()
+            self.metrics.http_connections_rejected.labels(reason).inc()
         self._log_refusal(client, reason)
         return False
 
@@ -166,7 +156,7 @@ class ConnectionGuard:
 
     def timed_out(self, client: str) -> None:
         if self.metrics is not None:
-            self.metrics.header_timeouts.inc()
+            self.metrics.http_header_timeouts.inc()
         log.debug("request head not received in time, connection closed", extra={"client": client})
 
     def install(self, app: web.Application) -> None:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 from fakeclock import FakeClock
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
-from exporter.listener import ConnectionGuard, ListenerLimits, ListenerMetrics, client_of
+from exporter.listener import ConnectionGuard, ListenerLimits, client_of
+from exporter.selfmetrics import SelfMetrics
 
 HEAD = b"GET /quick HTTP/1.1\r\nHost: exporter\r\n"
 REQUEST = HEAD + b"\r\n"
@@ -54,17 +55,9 @@ async def serve() -> AsyncIterator[ServeFn]:
 
     async def start(**limits: float) -> Served:
         clock = FakeClock()
-        registry = CollectorRegistry()
-        metrics = ListenerMetrics(
-            rejected=Counter(
-                "retargeting_exporter_http_connections_rejected", "", ["reason"], registry=registry
-            ),
-            header_timeouts=Counter(
-                "retargeting_exporter_http_header_timeouts", "", registry=registry
-            ),
-        )
+        metrics = SelfMetrics()
         guard = ConnectionGuard(ListenerLimits(**limits), metrics=metrics, clock=clock)
-        served = Served(0, guard, registry, clock)
+        served = Served(0, guard, metrics.registry, clock)
 
         async def quick(_request: web.Request) -> web.Response:
             return web.Response(text="quick\n")
