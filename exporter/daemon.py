@@ -33,9 +33,10 @@ from exporter.yamlcheck import ConfigError
 
 log = logging.getLogger("exporter")
 
-# Connections waiting to be accepted: room for a burst, so a flood's connections (closed at once
-# when over a cap) do not crowd out a scraper's. The kernel may lower it (net.core.somaxconn).
-_BACKLOG = 1024
+# Connections the kernel completes before the server accepts them. Under a flood a full queue
+# drops a scraper's connection attempt (retried only after a second), so it is as deep as the
+# kernel allows by default (net.core.somaxconn caps it), as Go's net.Listen makes it.
+_BACKLOG = 4096
 
 DEMO_RELOAD = "demo mode: the built-in configuration has nothing to reload"
 
