@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from tooling import require_tool
+from tooling import REPO, require_tool
 
 EXE = [sys.executable, "-m", "exporter"]
 
@@ -60,3 +60,24 @@ def test_an_explicit_total_cap_is_kept_and_checked(flag: str) -> None:
     if limit == "5000":
         assert "the open-files limit is too low" in err
         assert "client_connections=5000" in err
+
+
+def test_the_image_and_the_chart_do_not_lower_the_limit() -> None:
+    """The limit the runtime gives is the one the exporter raises to: nothing in between may
+    lower it (a shell `ulimit -n`, a prlimit wrapper, a systemd LimitNOFILE below the default)."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    entrypoint = [ln for ln in dockerfile.splitlines() if ln.startswith("ENTRYPOINT")]
+    assert entrypoint == [
+        'ENTRYPOINT ["retargeting-exporter", "--config.file=/etc/retargeting-exporter/config.yaml"]'
+    ]  # exec form: the exporter is PID 1's program, no shell in between
+    chart = [*(REPO / "helm").rglob("*.yaml"), *(REPO / "helm").rglob("*.tpl")]
+    assert chart
+    for path in [REPO / "Dockerfile", *chart]:
+        text = path.read_text().lower()
+        for word in ("ulimit", "nofile", "prlimit", "rlimit"):
+            assert word not in text, f"{path.relative_to(REPO)} mentions {word}"
+    for unit in (REPO / "deploy").rglob("*.service") if (REPO / "deploy").is_dir() else ():
+        for line in unit.read_text().splitlines():
+            if line.startswith("LimitNOFILE="):
+                hard = line.split("=", 1)[1].split(":")[-1]
+                assert hard == "infinity" or int(hard) >= 524288, f"{unit}: {line}"
