@@ -26,7 +26,6 @@ from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
-from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
 from exporter.yamlcheck import ConfigError
@@ -71,20 +70,14 @@ class Daemon:
             loop_lag=loop_lag.max_lag if loop_lag is not None else None,
         )
         self.self_metrics.reload_success_timestamp.set(time.time())
-        store = SnapshotStore()
-        self.poller = Poller(
-            config,
-            TrafficSourceClient.for_api(config.api),
-            store,
-            self_metrics=self.self_metrics,
-        )
+        self.poller = Poller.for_config(config, self.self_metrics)
         self.guard = WebGuard(web_config) if web_config is not None else None
         # Clients a reload replaced, closing once their last requests are done.
         self._retiring: set[asyncio.Task[None]] = set()
         self.runtime = Runtime(
-            store=store,
+            store=self.poller.store,
             poller=self.poller,
-            exposition=AccountsExposition(config.polling.interval),
+            exposition=AccountsExposition(),
             self_metrics=self.self_metrics,
             reload=self.reload,
             telemetry_path=telemetry_path,
@@ -202,7 +195,6 @@ class Daemon:
             return True, "configuration reloaded"
 
     async def _apply(self, new: Config) -> None:
-        old = self.poller.config
         current = self.poller.client
         client = None if current.serves(new.api) else TrafficSourceClient.for_api(new.api)
         current.timeout = new.api.timeout  # requests from now on; a new client has it too
@@ -211,8 +203,6 @@ class Daemon:
             retiring = asyncio.create_task(current.close(), name="retire the API client")
             self._retiring.add(retiring)
             retiring.add_done_callback(self._retiring.discard)
-        if new.polling.interval != old.polling.interval:  # HELP texts name the interval
-            self.runtime.exposition = AccountsExposition(new.polling.interval)
         self.self_metrics.reload_successful.set(1)
         self.self_metrics.reload_success_timestamp.set(time.time())
         for warning in new.warnings:
@@ -228,4 +218,4 @@ class Daemon:
         if self._listening is not None:
             self._listening.close()  # no new connections; the runner closes the open ones
         await self._runner.cleanup()
-        await asyncio.gather(*self._retiring, self.poller.client.close())
+        await asyncio.gather(*self._retiring, self.poller.close())
