@@ -82,31 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exporter-toolkit web configuration: TLS, basic auth, response headers; "
         "re-read when it changes (default: none, plain HTTP without authentication)",
     )
-    add(
-        "--web.read-header-timeout",
-        dest="read_header_timeout",
-        default="1m",
-        metavar="DURATION",
-        help="close a connection whose request line and headers have not all arrived within "
-        "DURATION of its opening (or of the first byte after a response); 0 turns it off "
-        "(default: %(default)s, as exporter-toolkit)",
-    )
-    add(
-        "--web.max-connections-per-client",
-        dest="max_per_client",
-        default=str(ListenerLimits.max_connections_per_client),
-        metavar="N",
-        help="open connections one client address may hold; more are closed at once; "
-        "0: no limit (default: %(default)s)",
-    )
-    add(
-        "--web.max-connections",
-        dest="max_connections",
-        default="auto",
-        metavar="N",
-        help="open client connections in all; more are closed at once; 0: no limit "
-        "(default: %(default)s, what the open-files limit leaves beside polling)",
-    )
+    _add_listener_flags(parser)
     add(
         "--web.telemetry-path",
         dest="telemetry_path",
@@ -151,6 +127,36 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"retargeting-exporter {__version__} (python {platform.python_version()})",
     )
     return parser  # fmt: skip
+
+
+def _add_listener_flags(parser: argparse.ArgumentParser) -> None:
+    """What the listener bounds (exporter/listener.py, SECURITY.md "Connection floods")."""
+    add = parser.add_argument
+    add(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        default="1m",
+        metavar="DURATION",
+        help="close a connection whose request line and headers have not all arrived within "
+        "DURATION of its opening (or of the first byte after a response); 0 turns it off "
+        "(default: %(default)s, as exporter-toolkit)",
+    )
+    add(
+        "--web.max-connections-per-client",
+        dest="max_per_client",
+        default=str(ListenerLimits.max_connections_per_client),
+        metavar="N",
+        help="open connections one client address may hold; more are closed at once; "
+        "0: no limit (default: %(default)s)",
+    )
+    add(
+        "--web.max-connections",
+        dest="max_connections",
+        default="auto",
+        metavar="N",
+        help="open client connections in all; more are closed at once; 0: no limit "
+        "(default: %(default)s, what the open-files limit leaves beside polling)",
+    )
 
 
 def parse_listen_address(text: str) -> tuple[str | None, int]:
