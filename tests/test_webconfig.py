@@ -978,3 +978,56 @@ async def test_prometheus_scrapes_over_https_with_basic_auth_and_a_client_certif
     log = "".join(exporter.log)
     assert 'msg="web configuration reloaded"' in log
     assert "rotated-pass" not in log and PASSWORD not in log
+
+
+async def test_tls_handshake_and_request_head_share_the_header_deadline(
+    pki: Pki, tmp_path: Path
+) -> None:
+    server = pki.issue("server")
+    web_yml = write_web_config(
+        tmp_path / "web.yml",
+        {"tls_server_config": {"cert_file": str(server.cert), "key_file": str(server.key)}},
+    )
+    (port,) = free_ports(1)
+    exporter = await spawn(
+        *EXE,
+        "--demo",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.config.file={web_yml}",
+        "--web.read-header-timeout=1s",
+    )
+    try:
+        await eventually(
+            lambda: asyncio.sleep(0, any("msg=listening" in line for line in exporter.log)),
+            "the exporter listening",
+            timeout=30,
+        )
+
+        async def closed(reader: asyncio.StreamReader) -> bool:
+            # Without the deadline these would stay open for a minute (the TLS handshake) or
+            # an hour (aiohttp's keep-alive): 20 s tells the two apart on any machine.
+            try:
+                return await asyncio.wait_for(reader.read(1), 20) == b""
+            except (ConnectionError, ssl.SSLError):
+                return True
+
+        # No handshake at all: a TCP connection that never says hello.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed(reader)
+        writer.close()
+        # A handshake, then half a request head.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost"
+        )
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+        assert await closed(reader)
+        writer.close()
+        # A whole request is answered as ever.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost"
+        )
+        writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 20)).startswith(b"HTTP/1.1 ")
+        writer.close()
+    finally:
+        await exporter.stop()
