@@ -190,6 +190,11 @@ class GuardedConnection(asyncio.Protocol):
     the next byte after the response, and never lasts beyond keep-alive.
     """
 
+    __slots__ = (
+        "_client", "_guard", "_inner", "_next_bytes", "_requests", "_server", "_timer",
+        "_transport",
+    )  # fmt: skip
+
     def __init__(self, guard: ConnectionGuard, server: ProtocolFactory) -> None:
         self._guard = guard
         self._server = server
