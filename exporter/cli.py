@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from exporter import __version__, eventloop, logs
+from exporter.cleartext import keys_in_clear, warn_keys_in_clear
 from exporter.client import TrafficSourceClient
 from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
 from exporter.daemon import Daemon
@@ -211,6 +212,10 @@ def summary(config: Config, options: Options) -> str:
             f"every {format_duration(a.interval)}; labels {labels}{skipped}"
         )
     lines.extend(f"warning: {w}" for w in config.warnings)
+    lines.extend(
+        f"warning: account {name}: its rest key is sent in clear to {host} (api.url is http://)"
+        for name, host in keys_in_clear(config).items()
+    )
     return "\n".join(lines)
 
 
@@ -359,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "accounts": len(config.accounts),
                 },
             )
+        warn_keys_in_clear(config)
     state = ExporterState(shard_index=options.shard_index, shard_count=options.shard_count)
     try:
         if options.once:

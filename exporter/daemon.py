@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from exporter import __version__, eventloop
+from exporter.cleartext import warn_keys_in_clear
 from exporter.client import TrafficSourceClient
 from exporter.config import Config, ConfigError
 from exporter.looplag import LoopLagMonitor
@@ -174,6 +175,7 @@ class Daemon:
         self.state.accounts = len(new.accounts)
         for warning in new.warnings:
             log.warning(warning)
+        warn_keys_in_clear(new, old)
         detail = {k: ",".join(v) for k, v in changes.items() if v}
         log.info("configuration reloaded", extra=detail)
 
