@@ -13,36 +13,22 @@ import random
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from exporter.client import TrafficRow, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
 from exporter.config import AccountConfig, Config, RestKey
 from exporter.fetch import (
     AccountFetch,
-    FetchResult,
-    RetryAfterGate,
     fetch_windows,
-    fetch_with_retries,
 )
-from exporter.schedule import Cadence, Scheduler, phase
+from exporter.schedule import Cadence, Scheduler
 from exporter.snapshot import (
-    cap_sources,
     initial_snapshot,
     next_snapshot,
     reconfigured,
     transition,
 )
 from exporter.store import AccountSnapshot, SnapshotStore
-
-__all__ = [
-    "FetchResult",
-    "Poller",
-    "RetryAfterGate",
-    "cap_sources",
-    "diff_accounts",
-    "fetch_with_retries",
-    "initial_snapshot",
-    "phase",
-]
+from exporter.traffic import TrafficRow
 
 log = logging.getLogger(__name__)
 
