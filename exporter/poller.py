@@ -21,6 +21,7 @@ from exporter.fetch import (
     fetch_windows,
 )
 from exporter.schedule import Cadence, Scheduler
+from exporter.selfmetrics import SelfMetrics
 from exporter.snapshot import (
     initial_snapshot,
     next_snapshot,
@@ -70,8 +71,11 @@ class Poller:
         *,
         clock: Clock | Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        self_metrics: SelfMetrics | None = None,
     ) -> None:
         self._config = config
+        # The exporter-wide metrics this poller feeds (accounts, internal errors).
+        self.self_metrics = self_metrics or SelfMetrics()
         self._client = client
         self._store = store
         self._clock = as_clock(clock)
@@ -88,7 +92,7 @@ class Poller:
         self._summed_up = False
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
-        self.internal_errors = 0
+        self.self_metrics.accounts.set(len(self._accounts))
         for account in config.accounts:
             if store.get(account.name) is None:
                 store.put(initial_snapshot(account))
@@ -236,7 +240,7 @@ class Poller:
         try:
             await self.poll(account)
         except Exception:  # a bug must not stop the account's polling: log it, count it
-            self.internal_errors += 1
+            self.self_metrics.internal_errors.inc()
             log.exception("unexpected error while polling", extra={"account": name})
         account = self._accounts.get(name)  # a reload may have changed or removed it
         if account is None:
@@ -269,6 +273,7 @@ class Poller:
         changes = diff_accounts(self._accounts, new)
         self._config = config
         self._accounts = new
+        self.self_metrics.accounts.set(len(new))
         if client is not None:
             self._client = client
         if config.api.max_concurrency != self._limit_size:
