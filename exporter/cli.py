@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from exporter import __version__, eventloop, logs
+from exporter.cleartext import keys_in_clear, warn_keys_in_clear
 from exporter.config import Config, load_config
 from exporter.daemon import Daemon
 from exporter.flags import (
@@ -266,6 +267,10 @@ def summary(config: Config, options: Options) -> str:
             f"every {format_duration(a.interval)}; labels {labels}{skipped}"
         )
     lines.extend(f"warning: {w}" for w in config.warnings)
+    lines.extend(
+        f"warning: account {name}: its rest key is sent in clear to {host} (api.url is http://)"
+        for name, host in keys_in_clear(config).items()
+    )
     return "\n".join(lines)
 
 
@@ -415,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "accounts": len(config.accounts),
                 },
             )
+        warn_keys_in_clear(config)
     try:
         if options.once:
             if config is None:  # --demo --once: poll the demo accounts once

@@ -19,6 +19,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from exporter import __version__, eventloop, openfiles
+from exporter.cleartext import warn_keys_in_clear
 from exporter.client import TrafficSourceClient
 from exporter.config import Config
 from exporter.listener import DEFAULT_LIMITS, ConnectionGuard, ListenerLimits
@@ -195,6 +196,7 @@ class Daemon:
             return True, "configuration reloaded"
 
     async def _apply(self, new: Config) -> None:
+        old = self.poller.config
         current = self.poller.client
         client = None if current.serves(new.api) else TrafficSourceClient.for_api(new.api)
         current.timeout = new.api.timeout  # requests from now on; a new client has it too
@@ -207,6 +209,7 @@ class Daemon:
         self.self_metrics.reload_success_timestamp.set(time.time())
         for warning in new.warnings:
             log.warning(warning)
+        warn_keys_in_clear(new, old)
         detail = {k: ",".join(v) for k, v in changes.items() if v}
         log.info("configuration reloaded", extra=detail)
 
