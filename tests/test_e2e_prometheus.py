@@ -176,36 +176,42 @@ def prometheus_config(exporter_address: str) -> dict[str, Any]:
     return config
 
 
+@contextlib.contextmanager
+def prometheus_stack(
+    tmp: Path, exporter_url: str, exporter: Started, config: dict[str, Any]
+) -> Iterator[Stack]:
+    """A real Prometheus (config written to ``tmp``) scraping ``exporter``; yields once the
+    exporter's target is up. Sending it SIGHUP reloads ``tmp / "prometheus.yml"``."""
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = free_port()
+    args = [
+        require_tool("prometheus"),
+        f"--config.file={path}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    with started(args, tmp / "prometheus.log") as prometheus:
+        url = f"http://127.0.0.1:{port}"
+        stack = Stack(exporter_url, url, exporter, prometheus)
+        stack.wait(lambda: http_get(f"{url}/-/ready")[0] == 200, "Prometheus ready")
+
+        def target_up() -> bool:
+            targets = stack.api("targets")["activeTargets"]
+            return any(t["labels"]["job"] == "retargeting" and t["health"] == "up" for t in targets)
+
+        stack.wait(target_up, "the exporter target to be up")
+        yield stack
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus_bin = require_tool("prometheus")
+    require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("e2e")
     with demo_exporter(tmp) as (exporter_url, exporter):
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            yaml.safe_dump(prometheus_config(exporter_url.removeprefix("http://"))),
-            encoding="utf-8",
-        )
-        port = free_port()
-        args = [
-            prometheus_bin,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ]
-        with started(args, tmp / "prometheus.log") as prometheus:
-            url = f"http://127.0.0.1:{port}"
-            stack = Stack(exporter_url, url, exporter, prometheus)
-            stack.wait(lambda: http_get(f"{url}/-/ready")[0] == 200, "Prometheus ready")
-
-            def target_up() -> bool:
-                targets = stack.api("targets")["activeTargets"]
-                return any(
-                    t["labels"]["job"] == "retargeting" and t["health"] == "up" for t in targets
-                )
-
-            stack.wait(target_up, "the exporter target to be up")
+        config = prometheus_config(exporter_url.removeprefix("http://"))
+        with prometheus_stack(tmp, exporter_url, exporter, config) as stack:
             yield stack
 
 
