@@ -25,8 +25,9 @@ import subprocess
 import threading
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,8 @@ class AlertStack:
     alertmanager: Started
     alertmanager_url: str
     webhook: Webhook
+    # Every alert the test expected to be inhibited, over the whole run.
+    inhibited: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def programs(self) -> list[Started]:
@@ -191,15 +194,17 @@ class AlertStack:
         assert status == 200, body
         return json.loads(body)  # type: ignore[no-any-return]
 
-    def post(self, alerts: list[dict[str, str]]) -> None:
-        """Post alerts to Alertmanager's API as Prometheus does (firing for ten minutes)."""
+    def post(self, alerts: list[dict[str, str]], *, firing: bool = True) -> None:
+        """Post alerts to Alertmanager's API as Prometheus does: firing for ten minutes, or
+        resolved now."""
         now = dt.datetime.now(dt.UTC)
+        ends = now + dt.timedelta(minutes=10) if firing else now
         body = [
             {
                 "labels": labels,
                 "annotations": {"summary": f"posted by the test for {labels.get('account')}"},
                 "startsAt": now.isoformat(),
-                "endsAt": (now + dt.timedelta(minutes=10)).isoformat(),
+                "endsAt": ends.isoformat(),
             }
             for labels in alerts
         ]
@@ -288,11 +293,20 @@ def assert_posted_alerts_are_inhibited(
     for labels in controls:
         assert receivers[key(labels)] == RECEIVER_BY_SEVERITY[labels["severity"]], labels
     # A later group's notification proves the earlier ones had their turn.
-    marker = [dict(controls[0], alertname="RetargetingMarker", account="marker")]
+    marker = [dict(controls[0], alertname="RetargetingMarker", account=uuid.uuid4().hex)]
     stack.post(marker)
     stack.wait(lambda: key(marker[0]) in stack.webhook.received(), "the marker alert")
-    arrived = stack.webhook.received() & {key(labels) for labels in inhibited}
+    stack.inhibited |= {key(labels) for labels in inhibited}
+    arrived = stack.webhook.received() & stack.inhibited
     assert not arrived, f"inhibited alerts reached the receiver: {sorted(arrived)}"
+    # Resolved before the next step: an alert left firing would be delivered once its cause
+    # resolves, which real alerts of a stopped exporter do not outlive.
+    posted = [*inhibited, *controls, *marker]
+    stack.post(posted, firing=False)
+    keys = {key(labels) for labels in posted}
+    stack.wait(
+        lambda: not keys & {key(a["labels"]) for a in stack.am_alerts()}, "posted alerts resolved"
+    )
 
 
 # --- tests ----------------------------------------------------------------------------------------
@@ -377,6 +391,10 @@ def test_exporter_down_then_absent_silences_its_per_account_alerts(
     inhibited = consequences("shard-c-account", "retargeting", "shard-c:9817")
     controls = consequences("other-job-account", "other-retargeting", "shard-c:9817")
     assert_posted_alerts_are_inhibited(alert_stack, inhibited, controls)
+    # Over the whole run, no inhibited alert reached a receiver.
+    assert len(alert_stack.inhibited) == 8 + 5 + 4
+    assert not hook.received() & alert_stack.inhibited
+    assert not hook.received("resolved") & alert_stack.inhibited
 
 
 def test_the_test_configurations_change_only_timings() -> None:
