@@ -107,7 +107,7 @@ def metric_names(expr: str) -> set[str]:
 
 def variable_query(variable: dict[str, Any]) -> tuple[str | None, str | None]:
     """(series selector or None, label) of a `label_values(...)` variable query; the label is
-    None for a `label_names(...)` query (the names of the selected series' labels)."""
+    None for a `label_names(...)` query, whose argument Grafana takes as a metric name regex."""
     query = variable["query"]
     if isinstance(query, dict):
         query = query["query"]
@@ -197,7 +197,8 @@ def test_variables_for_account_source_and_window() -> None:
         assert variable["refresh"] == 2, f"{name}: refresh on time range change"
     # Accounts are filtered by the labels users give them (retargeting_account_info): a label
     # name, its values, and the accounts that have them.
-    assert variable_query(vs["label"]) == ('retargeting_account_info{job=~"$job"}', None)
+    # Grafana asks for the label names of {__name__=~".*<argument>.*"}: a name, no selector.
+    assert variable_query(vs["label"]) == ("retargeting_account_info", None)
     assert vs["label"]["multi"] is False and vs["label"]["includeAll"] is False
     assert vs["label"]["current"]["value"] == "account", "no filter unless one is chosen"
     assert variable_query(vs["label_value"])[0] == 'retargeting_account_info{job=~"$job"}'

@@ -246,11 +246,13 @@ def variable_options(stack: Stack, variable: dict[str, Any], resolved: dict[str,
     now = time.time()
     selector, label = variable_query(variable)
     params = {"start": str(now - 7 * 86400), "end": str(now)}
-    if selector:
-        params["match[]"] = interpolate(selector, resolved)
-    if label is None:  # label_names(...)
+    if label is None:
+        # label_names(x): Grafana asks for the label names of the metrics whose name contains x.
+        params["match[]"] = f'{{__name__=~".*{selector}.*"}}'
         found = stack.api("labels", **params)
     else:
+        if selector:
+            params["match[]"] = interpolate(selector, resolved)
         found = stack.api(f"label/{interpolate(label, resolved)}/values", **params)
     if variable.get("regex"):
         # Grafana's /regex/ keeps the options it matches (a capture group would replace them).
