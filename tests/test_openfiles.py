@@ -62,7 +62,7 @@ def test_an_explicit_total_cap_is_kept_and_checked(flag: str) -> None:
         assert "client_connections=5000" in err
 
 
-def test_the_image_and_the_chart_do_not_lower_the_limit() -> None:
+def test_the_image_the_chart_and_the_unit_do_not_lower_the_limit() -> None:
     """The limit the runtime gives is the one the exporter raises to: nothing in between may
     lower it (a shell `ulimit -n`, a prlimit wrapper, a systemd LimitNOFILE below the default)."""
     dockerfile = (REPO / "Dockerfile").read_text()
@@ -76,7 +76,9 @@ def test_the_image_and_the_chart_do_not_lower_the_limit() -> None:
         text = path.read_text().lower()
         for word in ("ulimit", "nofile", "prlimit", "rlimit"):
             assert word not in text, f"{path.relative_to(REPO)} mentions {word}"
-    for unit in (REPO / "deploy").rglob("*.service") if (REPO / "deploy").is_dir() else ():
+    units = list((REPO / "deploy").rglob("*.service"))
+    assert units
+    for unit in units:
         for line in unit.read_text().splitlines():
             if line.startswith("LimitNOFILE="):
                 hard = line.split("=", 1)[1].split(":")[-1]
