@@ -18,6 +18,7 @@ from conftest import Clients
 from rawhttp import Answer, RawServer, response
 from test_webconfig import Pki
 
+from exporter.apiurls import ProxyUrl
 from exporter.client import (
     ApiError,
     ApiErrorReason,
@@ -26,7 +27,7 @@ from exporter.client import (
     classify_response,
     parse_retry_after,
 )
-from exporter.config import ApiConfig, ProxyUrl, RestKey
+from exporter.config import ApiConfig, RestKey
 from exporter.fakeapi import (
     DOCUMENTED_EXAMPLE_ROWS,
     AccountState,

@@ -537,8 +537,9 @@ def test_rendered_config_without_the_secret_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert caught.value.problems == [
-        "accounts[0].rest_key_env: environment variable RETARGETING_KEY_SHOP_A is not set",
-        "accounts[1].rest_key_env: environment variable RETARGETING_KEY_SHOP_B_EXAMPLE is not set",
+        "accounts[0] (shop-a).rest_key_env: environment variable RETARGETING_KEY_SHOP_A is not set",
+        "accounts[1] (shop_b.example).rest_key_env: "
+        "environment variable RETARGETING_KEY_SHOP_B_EXAMPLE is not set",
     ]
     assert check_config(path, {}).returncode == 2
 

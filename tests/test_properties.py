@@ -21,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from exporter.apiurls import ProxyUrl
 from exporter.client import (
     MAX_COUNT,
     MAX_RETRY_AFTER,
@@ -31,7 +32,7 @@ from exporter.client import (
     parse_retry_after,
     parse_rows,
 )
-from exporter.config import Config, ConfigError, ProxyUrl, parse_config
+from exporter.config import Config, ConfigError, parse_config
 
 SETTINGS = settings(
     max_examples=200,

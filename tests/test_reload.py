@@ -311,11 +311,11 @@ async def test_invalid_config_is_rejected_and_the_old_one_keeps_running(
         async with http.post(daemon.url + "/-/reload") as response:
             assert response.status == 500
             body = await response.text()
-        assert "accounts[0].interval: must be at least 30s" in body
-        assert f"accounts[1].rest_key_file: cannot read {tmp_path / 'missing.key'}" in body
+        assert f"accounts[0] ({LATE}).interval: must be at least 30s" in body
+        assert f"accounts[1] ({NEW}).rest_key_file: cannot read {tmp_path / 'missing.key'}" in body
         await daemon.wait_for(lambda: daemon.logged("reload failed"), "the logged rejection")
         (line,) = daemon.logged("reload failed, keeping the running configuration")
-        assert "accounts[0].interval" in line
+        assert f"accounts[0] ({LATE}).interval" in line
 
         # The old configuration keeps running, and the failure is exported.
         after = await scrape(http, daemon)
