@@ -173,7 +173,11 @@ class ConfigSource:
         """One set of accounts from every file: each name once, bad ones as they were."""
         previous = self._files
         owner_before = {a.name: f for f, load in previous.items() for a in load.accounts}
-        taken = {a.name: f"{main.source} accounts" for a in main.accounts}
+        # The main file is all or nothing: each of its accounts is at its index there.
+        taken = {
+            a.name: f"accounts[{i}] ({a.name}) in {main.source}"
+            for i, a in enumerate(main.accounts)
+        }
         files: dict[str, tuple[list[_Entry], str]] = {}
         for file, got in read.items():
             if isinstance(got, str):  # unreadable: every account it gave last time stays

@@ -11,13 +11,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from exporter import __version__, eventloop, logs
+from exporter import __version__, accountfiles, eventloop, logs
+from exporter.accountfiles import ConfigSource
 from exporter.client import TrafficSourceClient
-from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
+from exporter.config import Config, ConfigError, format_duration, parse_duration
 from exporter.daemon import Daemon
 from exporter.flags import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     UsageError,
     add_common_flags,
     exit_usage,
@@ -27,6 +29,7 @@ from exporter.flags import (
 from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
+from exporter.watch import DEFAULT_AUTO_RELOAD_INTERVAL
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -53,6 +56,7 @@ class Options:
     shard_index: int
     web_config_file: str | None = None
     loop_lag_window: float = 0.0  # --debug.loop-lag; 0: not measured
+    auto_reload_interval: float = DEFAULT_AUTO_RELOAD_INTERVAL  # 0: the files are not watched
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="check",
         action="store_true",
         help="validate the configuration, print a summary without secrets, exit 0 or 2",
+    )
+    add(
+        "--config.auto-reload-interval",
+        dest="auto_reload_interval",
+        default=format_duration(DEFAULT_AUTO_RELOAD_INTERVAL),
+        metavar="DURATION",
+        help="check the configuration file, its account files and rest_key_files for changes "
+        "this often and reload when their content changed; 0s turns it off (SIGHUP and "
+        "POST /-/reload always work) (default: %(default)s)",
     )
     add(
         "--once",
@@ -163,6 +176,12 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             raise UsageError(f"--debug.loop-lag: {exc}") from None
         if loop_lag_window < 0.1:
             raise UsageError("--debug.loop-lag: the window must be at least 100ms")
+    try:
+        auto_reload_interval = parse_duration(args.auto_reload_interval)
+    except ValueError as exc:
+        raise UsageError(f"--config.auto-reload-interval: {exc}") from None
+    if 0 < auto_reload_interval < 0.1:
+        raise UsageError("--config.auto-reload-interval: must be 0s (off) or at least 100ms")
     if args.demo and args.check:
         raise UsageError("--demo and --config.check cannot be combined")
     return Options(
@@ -180,10 +199,11 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         shard_index=index,
         web_config_file=args.web_config_file or None,
         loop_lag_window=loop_lag_window,
+        auto_reload_interval=auto_reload_interval,
     )
 
 
-def summary(config: Config, options: Options) -> str:
+def summary(config: Config, options: Options, source: ConfigSource | None = None) -> str:
     """``--config.check`` output: everything that matters, no secrets."""
     p = config.polling
     lines = [
@@ -210,6 +230,10 @@ def summary(config: Config, options: Options) -> str:
             f"  - {a.name}: key from {a.key_source}; windows {windows}; "
             f"every {format_duration(a.interval)}; labels {labels}{skipped}"
         )
+    if config.account_files:
+        files = source.files if source is not None else []
+        lines.append(f"account files: {len(files)} matching {', '.join(config.account_files)}")
+        lines.extend(accountfiles.describe(files))
     lines.extend(f"warning: {w}" for w in config.warnings)
     return "\n".join(lines)
 
@@ -236,6 +260,7 @@ async def run_daemon(
     config: Config | None,
     redactor: logs.Redactor,
     web_config: WebConfig | None = None,
+    source: ConfigSource | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP and POST /-/reload re-read the configuration."""
     async with contextlib.AsyncExitStack() as stack:
@@ -246,7 +271,7 @@ async def run_daemon(
             raise ValueError("run_daemon needs a config unless in demo mode")
         daemon = Daemon(
             config,
-            load=None if options.demo else _reloader(options, redactor, config),
+            load=None if source is None else _reloader(options, redactor, config, source),
             listen_host=options.listen_host,
             listen_port=options.listen_port,
             telemetry_path=options.telemetry_path,
@@ -254,6 +279,8 @@ async def run_daemon(
             shard_count=options.shard_count,
             web_config=web_config,
             loop_lag_window=options.loop_lag_window,
+            source=source,
+            auto_reload_interval=options.auto_reload_interval,
         )
         stack.push_async_callback(daemon.stop)
         try:
@@ -269,14 +296,16 @@ async def run_daemon(
     return EXIT_OK
 
 
-def _reloader(options: Options, redactor: logs.Redactor, running: Config) -> Callable[[], Config]:
+def _reloader(
+    options: Options, redactor: logs.Redactor, running: Config, source: ConfigSource
+) -> Callable[[], Config]:
     """How a reload reads the configuration: the file again, this replica's shard of it."""
     # Every key ever loaded stays redacted: a rotated-out key may still be valid, and keys of
     # other shards are in memory too.
     known = set(running.secrets())
 
     def load() -> Config:
-        full = load_config(options.config_file)
+        full = source.load()
         known.update(full.secrets())
         redactor.update(known)
         return select_shard(full, options.shard_count, options.shard_index)
@@ -336,17 +365,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             return exit_usage(PROG, f"--web.config.file: {exc}")
     config: Config | None = None
+    source: ConfigSource | None = None
     if not options.demo:
+        source = ConfigSource(options.config_file)
         try:
-            config = load_config(options.config_file)
+            config = source.load()
         except ConfigError as exc:
             return exit_usage(PROG, exc)
         redactor.update(config.secrets())
         if options.check:
-            print(summary(config, options))
+            print(summary(config, options, source))
             if web_config is not None:
                 print(f"web config {web_config.source} is valid: {web_config.describe()}")
-            return EXIT_OK
+            # Like promtool check config with file_sd files: any bad account file fails.
+            return EXIT_OK if all(f.ok for f in source.files) else EXIT_USAGE
         for warning in config.warnings:
             log.warning(warning)
         config = select_shard(config, options.shard_count, options.shard_index)
@@ -365,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if config is None:  # --demo --once: poll the demo accounts once
                 return eventloop.run(_demo_once(options, state, redactor))
             return eventloop.run(run_once(config, state))
-        return eventloop.run(run_daemon(options, config, redactor, web_config))
+        return eventloop.run(run_daemon(options, config, redactor, web_config, source))
     except KeyboardInterrupt:
         return EXIT_OK
 

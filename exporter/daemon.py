@@ -16,14 +16,18 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from exporter import __version__, eventloop
+from exporter.accountfiles import ConfigSource
 from exporter.client import TrafficSourceClient
+from exporter.clock import Clock, as_clock
 from exporter.config import Config, ConfigError
 from exporter.looplag import LoopLagMonitor
-from exporter.metrics import AccountsExposition, ExporterState
+from exporter.metrics import AccountFilesCollector, AccountsExposition, ExporterState
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
+from exporter.watch import ConfigWatcher
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
 
@@ -36,7 +40,9 @@ class Daemon:
     """The running exporter: polls the accounts of ``config`` and serves what it found.
 
     ``load`` reads the configuration again for a reload (``None``: there is nothing to re-read,
-    as in the demo); it raises :class:`ConfigError` when the file is bad.
+    as in the demo); it raises :class:`ConfigError` when the file is bad. ``source`` is where
+    it reads from: its account files are exported, and with ``auto_reload_interval`` its files
+    are checked for changes that often (on ``clock``) and reloaded without a signal.
     """
 
     def __init__(
@@ -51,6 +57,9 @@ class Daemon:
         shard_count: int = 1,
         web_config: WebConfig | None = None,
         loop_lag_window: float = 0.0,
+        source: ConfigSource | None = None,
+        auto_reload_interval: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         self._load = load
         self._listen = (listen_host, listen_port)
@@ -61,8 +70,18 @@ class Daemon:
             reload_successful=True,
             reload_success_timestamp=time.time(),
         )
+        if source is not None:
+            self.state.registry = CollectorRegistry(auto_describe=False)
+            self.state.registry.register(
+                AccountFilesCollector(lambda: [(f.file, f.ok) for f in source.files])
+            )
+        clock = as_clock(clock)
+        self.watcher = None
+        if source is not None and load is not None and auto_reload_interval > 0:
+            self.watcher = ConfigWatcher(auto_reload_interval, source.changed, self.reload, clock)
+        self._watch_task: asyncio.Task[None] | None = None
         store = SnapshotStore()
-        self.poller = Poller(config, TrafficSourceClient.for_api(config.api), store)
+        self.poller = Poller(config, TrafficSourceClient.for_api(config.api), store, clock=clock)
         self.guard = WebGuard(web_config) if web_config is not None else None
         # Clients a reload replaced, closing once their last requests are done.
         self._retiring: set[asyncio.Task[None]] = set()
@@ -96,6 +115,8 @@ class Daemon:
         await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
         self._handle_signals()
         self.poller.start()
+        if self.watcher is not None:
+            self._watch_task = asyncio.create_task(self.watcher.run(), name="watch the config")
         addresses = self.addresses()
         log.info(
             "listening",
@@ -179,8 +200,9 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop polling and serving, then close the API client; safe after a failed start."""
-        if self._lag_task is not None:
-            self._lag_task.cancel()
+        for task in (self._lag_task, self._watch_task):
+            if task is not None:
+                task.cancel()
         await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
         await self._runner.cleanup()
         await asyncio.gather(*self._retiring, self.poller.client.close())

@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import itertools
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
@@ -94,7 +95,9 @@ POLL_INTERVAL = Family(
     "retargeting_poll_interval_seconds", "gauge", "The account's configured polling interval"
 )
 ACCOUNT_INFO = Family(
-    "retargeting_account_info", "gauge", "Always 1; the account's configured labels"
+    "retargeting_account_info",
+    "gauge",
+    "Always 1; the account's configured labels and the currency of its revenue",
 )
 DROPPED_SOURCES = Family(
     "retargeting_sources_dropped",
@@ -139,6 +142,12 @@ EXPORTER_FAMILIES: tuple[Family, ...] = (
     BUILD_INFO, SHARD_INFO, ACCOUNTS, RELOAD_OK, RELOAD_TS, INTERNAL_ERRORS,
 )  # fmt: skip
 
+ACCOUNT_FILE_OK = Family(
+    "retargeting_exporter_account_file_last_load_successful",
+    "gauge",
+    "1 if the account file was read and every account in it applied at the last load, else 0",
+)
+
 # Only with --debug.loop-lag (for benchmarks and debugging), so not among EXPORTER_FAMILIES.
 LOOP_LAG = Family(
     "retargeting_exporter_event_loop_lag_seconds",
@@ -148,7 +157,7 @@ LOOP_LAG = Family(
 
 # Every metric name the exporter can expose (dashboards and alerts may use only these).
 METRIC_NAMES: frozenset[str] = frozenset(
-    f.name for f in (*ACCOUNT_FAMILIES, *EXPORTER_FAMILIES, LOOP_LAG)
+    f.name for f in (*ACCOUNT_FAMILIES, *EXPORTER_FAMILIES, LOOP_LAG, ACCOUNT_FILE_OK)
 )
 
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
@@ -224,7 +233,8 @@ def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     if snapshot.poll_duration is not None:
         blocks[base + 5].append(f"{POLL_DURATION.name}{simple} {number(snapshot.poll_duration)}\n")
     blocks[base + 6].append(f"{POLL_INTERVAL.name}{simple} {number(snapshot.interval)}\n")
-    extra = "".join(f',{k}="{escape(v)}"' for k, v in sorted(snapshot.labels.items()))
+    extra = f',currency="{snapshot.currency}"' if snapshot.currency else ""
+    extra += "".join(f',{k}="{escape(v)}"' for k, v in sorted(snapshot.labels.items()))
     blocks[base + 7].append(f"{ACCOUNT_INFO.name}{{{account}{extra}}} 1\n")
     if snapshot.polled:
         blocks[base + 8].append(f"{DROPPED_SOURCES.name}{simple} {snapshot.dropped_sources}\n")
@@ -341,6 +351,24 @@ class ExporterState:
     reload_success_timestamp: float = 0.0
     internal_errors: int = 0
     loop_lag: float | None = None  # seconds; None without --debug.loop-lag
+    # Families kept by prometheus-client (the account files' state), rendered after the rest.
+    registry: CollectorRegistry | None = None
+
+
+class AccountFilesCollector:
+    """``retargeting_exporter_account_file_last_load_successful``, one series per matched file,
+    built fresh on every scrape from ``files()``: (file as the glob gave it, last load good)."""
+
+    def __init__(self, files: Callable[[], Iterable[tuple[str, bool]]]) -> None:
+        self._files = files
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            ACCOUNT_FILE_OK.name, ACCOUNT_FILE_OK.help + ".", labels=["file"]
+        )
+        for file, ok in self._files():
+            family.add_metric([file], int(ok))
+        yield family
 
 
 _PROCESS_REGISTRY = CollectorRegistry(auto_describe=False)
@@ -367,7 +395,8 @@ def render_exporter(state: ExporterState) -> bytes:
         f"# HELP {f.name} {f.help}.\n# TYPE {f.name} {f.type}\n{f.name}{labels} {number(v)}\n"
         for f, labels, v in values
     )
-    return text.encode("utf-8") + generate_latest(_PROCESS_REGISTRY)
+    extra = generate_latest(state.registry) if state.registry is not None else b""
+    return text.encode("utf-8") + extra + generate_latest(_PROCESS_REGISTRY)
 
 
 def render_all(

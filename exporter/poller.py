@@ -100,6 +100,9 @@ class Poller:
         # Accounts not yet polled (ready() and the one summary line once they all have been).
         self._unpolled = {n for n in self._accounts if not (s := store.get(n)) or not s.polled}
         self._summed_up = False
+        self._was_ready = False  # once ready, a reload adding accounts does not take it back
+        # Bumped when an account's key changes: a poll started before cannot store its outcome.
+        self._generations: dict[str, int] = {}
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
         self.internal_errors = 0
@@ -138,6 +141,7 @@ class Poller:
             return await self._poll(account)
 
     async def _poll(self, account: AccountConfig) -> AccountSnapshot:
+        generation = self._generations.get(account.name, 0)
         started = self._clock.monotonic()
         config = self._config
         how = AccountFetch(
@@ -153,6 +157,8 @@ class Poller:
         # A reload while the requests were out may have changed or removed the account: the
         # snapshot takes the labels, interval and windows in force now, not those of the start.
         current = self._accounts.get(account.name)
+        if generation != self._generations.get(account.name, 0):
+            current = None  # polled with a key replaced since: its outcome is not the account's
         previous = self._store.get(account.name) or initial_snapshot(account)
         snapshot = next_snapshot(
             current or account,
@@ -165,9 +171,10 @@ class Poller:
         not_before = max((o.result.not_before for o in outcomes), default=0.0)
         if not_before > finished:
             self._scheduler.plan.hold(account.name, not_before - finished)
+        if current is None:
+            return snapshot
         self._log_changes(previous, snapshot)
-        if current is not None:
-            self._store.put(snapshot)
+        self._store.put(snapshot)
         self._unpolled.discard(account.name)
         self._sum_up_first_round()
         return snapshot
@@ -262,8 +269,10 @@ class Poller:
         return self._scheduler.running
 
     def ready(self) -> bool:
-        """Every account has been polled at least once (kept as a set: probes come often)."""
-        return not self._unpolled
+        """Every account has been polled at least once; once true, it stays true: an account
+        added later must not take a serving replica out of its Service."""
+        self._was_ready = self._was_ready or not self._unpolled
+        return self._was_ready
 
     async def stop(self) -> None:
         """Cancel the scheduler and every poll under way, and wait for them to end."""
@@ -276,11 +285,14 @@ class Poller:
     ) -> Mapping[str, list[str]]:
         """Switch to a new, already validated config without losing state.
 
-        Added accounts start polling, removed ones stop and vanish from the store, unchanged ones
-        keep their data and schedule; a changed key or window list is used from the next request.
+        Added accounts are polled at once, removed ones stop and vanish from the store, unchanged
+        ones keep their data and schedule; an account whose key changed is polled again at once
+        (a poll still under way with the old key is cancelled and could not store its outcome);
+        other changes (labels, windows, interval) apply from the next poll.
         """
         new = {a.name: a for a in config.accounts}
-        changes = diff_accounts(self._accounts, new)
+        old = self._accounts
+        changes = diff_accounts(old, new)
         self._config = config
         self._accounts = new
         if client is not None:
@@ -290,6 +302,7 @@ class Poller:
             self._limit = asyncio.Semaphore(self._limit_size)
             self._admission = asyncio.Semaphore(_ADMITTED * self._limit_size)
         for name in changes.removed:
+            self._generations[name] = self._generations.get(name, 0) + 1
             self._scheduler.remove(name)
             self._unpolled.discard(name)
             self._store.remove(name)
@@ -298,6 +311,9 @@ class Poller:
             snapshot = self._store.get(name)
             if snapshot is not None:
                 self._store.put(reconfigured(snapshot, new[name]))
+            if new[name].rest_key != old[name].rest_key:  # polled again at once, with the new key
+                self._generations[name] = self._generations.get(name, 0) + 1
+                self._scheduler.restart(name)
         for name in changes.added:
             self._store.put(initial_snapshot(new[name]))
             self._unpolled.add(name)

@@ -31,6 +31,7 @@ def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
+        currency=account.currency,
     )
 
 
@@ -42,6 +43,7 @@ def reconfigured(snapshot: AccountSnapshot, account: AccountConfig) -> AccountSn
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
+        currency=account.currency,
     )
 
 

@@ -156,6 +156,7 @@ def _account_row(snapshot: AccountSnapshot, next_poll: float | None, now: float)
         f"<td>{esc(snapshot.name)}</td>"
         f'<td class="state"><span class="badge {css}">{state}</span></td>'
         f'<td class="active-{active}">{active}</td>'
+        f'<td class="currency">{esc(snapshot.currency) or "-"}</td>'
         f"<td>{last_success}</td><td>{error}</td><td>{upcoming}</td></tr>"
     )
 
@@ -188,7 +189,7 @@ async def index(request: web.Request) -> web.Response:
 <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>
 <p id="summary">{len(snapshots)} accounts, {down} down.</p>
 <table id="accounts"><thead><tr><th>Account</th><th>State</th><th>Active</th>
-<th>Last success</th><th>Last error</th><th>Next poll</th></tr></thead>
+<th>Currency</th><th>Last success</th><th>Last error</th><th>Next poll</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table></body></html>

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
@@ -75,7 +76,7 @@ def golden_store() -> SnapshotStore:
         last_error_message="Your account is not active!",
         packed_figures=(),
     )
-    return SnapshotStore([healthy(), failing, never])
+    return SnapshotStore([replace(healthy(), currency="RON"), failing, never])
 
 
 def test_golden_exposition() -> None:
