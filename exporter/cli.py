@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from exporter import __version__, accountfiles, eventloop, logs
 from exporter.accountfiles import ConfigSource
 from exporter.client import TrafficSourceClient
-from exporter.config import Config, ConfigError, format_duration, parse_duration
+from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.flags import (
     EXIT_FAILURE,
@@ -26,11 +26,13 @@ from exporter.flags import (
     parse_shard_flags,
     select_shard,
 )
-from exporter.metrics import AccountsExposition, ExporterState, render_all
+from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import SnapshotStore
 from exporter.watch import DEFAULT_AUTO_RELOAD_INTERVAL
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
 log = logging.getLogger("exporter")
 
@@ -238,15 +240,14 @@ def summary(config: Config, options: Options, source: ConfigSource | None = None
     return "\n".join(lines)
 
 
-async def run_once(config: Config, state: ExporterState) -> int:
+async def run_once(config: Config, own: SelfMetrics) -> int:
     """Poll every account once and print the exposition."""
     async with TrafficSourceClient.for_api(config.api) as client:
         store = SnapshotStore()
-        poller = Poller(config, client, store)
+        poller = Poller(config, client, store, self_metrics=own)
         snapshots = await poller.poll_all_once()
-    state.accounts = len(store)
     exposition = AccountsExposition(config.polling.interval)
-    sys.stdout.write(render_all(exposition, store, state, time.time()).decode("utf-8"))
+    sys.stdout.write(render_all(exposition, store, own, time.time()).decode("utf-8"))
     sys.stdout.flush()
     failed = [s.name for s in snapshots if not s.up]
     if failed:
@@ -391,17 +392,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "accounts": len(config.accounts),
                 },
             )
-    state = ExporterState(shard_index=options.shard_index, shard_count=options.shard_count)
     try:
         if options.once:
             if config is None:  # --demo --once: poll the demo accounts once
-                return eventloop.run(_demo_once(options, state, redactor))
-            return eventloop.run(run_once(config, state))
+                return eventloop.run(_demo_once(options, redactor))
+            return eventloop.run(run_once(config, _once_metrics(options)))
         return eventloop.run(run_daemon(options, config, redactor, web_config, source))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-async def _demo_once(options: Options, state: ExporterState, redactor: logs.Redactor) -> int:
+def _once_metrics(options: Options) -> SelfMetrics:
+    """``--once``'s exporter-wide metrics: as the daemon's at start."""
+    return SelfMetrics(shard_index=options.shard_index, shard_count=options.shard_count)
+
+
+async def _demo_once(options: Options, redactor: logs.Redactor) -> int:
     async with _demo(options, redactor) as (_, config):
-        return await run_once(config, state)
+        return await run_once(config, _once_metrics(options))

@@ -16,20 +16,21 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from exporter import __version__, eventloop
 from exporter.accountfiles import ConfigSource
 from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
-from exporter.config import Config, ConfigError
+from exporter.config import Config
 from exporter.looplag import LoopLagMonitor
-from exporter.metrics import AccountFilesCollector, AccountsExposition, ExporterState
+from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import SnapshotStore
 from exporter.watch import ConfigWatcher
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
+from exporter.yamlcheck import ConfigError
 
 log = logging.getLogger("exporter")
 
@@ -63,25 +64,28 @@ class Daemon:
     ) -> None:
         self._load = load
         self._listen = (listen_host, listen_port)
-        self.state = ExporterState(
+        loop_lag = LoopLagMonitor(loop_lag_window) if loop_lag_window else None
+        self.self_metrics = SelfMetrics(
             shard_index=shard_index,
             shard_count=shard_count,
-            accounts=len(config.accounts),
-            reload_successful=True,
-            reload_success_timestamp=time.time(),
+            loop_lag=loop_lag.max_lag if loop_lag is not None else None,
         )
+        self.self_metrics.reload_success_timestamp.set(time.time())
         if source is not None:
-            self.state.registry = CollectorRegistry(auto_describe=False)
-            self.state.registry.register(
-                AccountFilesCollector(lambda: [(f.file, f.ok) for f in source.files])
-            )
+            self.self_metrics.account_files = lambda: [(f.file, f.ok) for f in source.files]
         clock = as_clock(clock)
         self.watcher = None
         if source is not None and load is not None and auto_reload_interval > 0:
             self.watcher = ConfigWatcher(auto_reload_interval, source.changed, self.reload, clock)
         self._watch_task: asyncio.Task[None] | None = None
         store = SnapshotStore()
-        self.poller = Poller(config, TrafficSourceClient.for_api(config.api), store, clock=clock)
+        self.poller = Poller(
+            config,
+            TrafficSourceClient.for_api(config.api),
+            store,
+            self_metrics=self.self_metrics,
+            clock=clock,
+        )
         self.guard = WebGuard(web_config) if web_config is not None else None
         # Clients a reload replaced, closing once their last requests are done.
         self._retiring: set[asyncio.Task[None]] = set()
@@ -89,11 +93,11 @@ class Daemon:
             store=store,
             poller=self.poller,
             exposition=AccountsExposition(config.polling.interval),
-            state=self.state,
+            self_metrics=self.self_metrics,
             reload=self.reload,
             telemetry_path=telemetry_path,
             guard=self.guard,
-            loop_lag=LoopLagMonitor(loop_lag_window) if loop_lag_window else None,
+            loop_lag=loop_lag,
         )
         self._runner = web.AppRunner(make_app(self.runtime), access_log=None, handle_signals=False)
         self._reload_lock = asyncio.Lock()
@@ -170,7 +174,7 @@ class Daemon:
             try:
                 new = self._load()
             except ConfigError as exc:
-                self.state.reload_successful = False
+                self.self_metrics.reload_successful.set(0)
                 log.error(
                     "reload failed, keeping the running configuration", extra={"error": str(exc)}
                 )
@@ -190,9 +194,8 @@ class Daemon:
             retiring.add_done_callback(self._retiring.discard)
         if new.polling.interval != old.polling.interval:  # HELP texts name the interval
             self.runtime.exposition = AccountsExposition(new.polling.interval)
-        self.state.reload_successful = True
-        self.state.reload_success_timestamp = time.time()
-        self.state.accounts = len(new.accounts)
+        self.self_metrics.reload_successful.set(1)
+        self.self_metrics.reload_success_timestamp.set(time.time())
         for warning in new.warnings:
             log.warning(warning)
         detail = {k: ",".join(v) for k, v in changes.items() if v}

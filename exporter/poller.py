@@ -13,36 +13,23 @@ import random
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from exporter.client import TrafficRow, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
 from exporter.config import AccountConfig, Config, RestKey
 from exporter.fetch import (
     AccountFetch,
-    FetchResult,
-    RetryAfterGate,
     fetch_windows,
-    fetch_with_retries,
 )
-from exporter.schedule import Cadence, Scheduler, phase
+from exporter.schedule import Cadence, Scheduler
+from exporter.selfmetrics import SelfMetrics
 from exporter.snapshot import (
-    cap_sources,
     initial_snapshot,
     next_snapshot,
     reconfigured,
     transition,
 )
 from exporter.store import AccountSnapshot, SnapshotStore
-
-__all__ = [
-    "FetchResult",
-    "Poller",
-    "RetryAfterGate",
-    "cap_sources",
-    "diff_accounts",
-    "fetch_with_retries",
-    "initial_snapshot",
-    "phase",
-]
+from exporter.traffic import TrafficRow
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +71,11 @@ class Poller:
         *,
         clock: Clock | Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        self_metrics: SelfMetrics | None = None,
     ) -> None:
         self._config = config
+        # The exporter-wide metrics this poller feeds (accounts, internal errors).
+        self.self_metrics = self_metrics or SelfMetrics()
         self._client = client
         self._store = store
         self._clock = as_clock(clock)
@@ -105,7 +95,7 @@ class Poller:
         self._generations: dict[str, int] = {}
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
-        self.internal_errors = 0
+        self.self_metrics.accounts.set(len(self._accounts))
         for account in config.accounts:
             if store.get(account.name) is None:
                 store.put(initial_snapshot(account))
@@ -257,7 +247,7 @@ class Poller:
         try:
             await self.poll(account)
         except Exception:  # a bug must not stop the account's polling: log it, count it
-            self.internal_errors += 1
+            self.self_metrics.internal_errors.inc()
             log.exception("unexpected error while polling", extra={"account": name})
         account = self._accounts.get(name)  # a reload may have changed or removed it
         if account is None:
@@ -295,6 +285,7 @@ class Poller:
         changes = diff_accounts(old, new)
         self._config = config
         self._accounts = new
+        self.self_metrics.accounts.set(len(new))
         if client is not None:
             self._client = client
         if config.api.max_concurrency != self._limit_size:

@@ -17,15 +17,13 @@ from yarl import URL
 from exporter.apiurls import ProxyUrl, url_problem, user_agent_problem
 from exporter.config import (
     DEFAULT_API_URL,
-    ConfigError,
     RestKey,
-    Window,
-    format_duration,
     load_config,
     parse_config,
-    parse_duration,
 )
 from exporter.logs import Redactor
+from exporter.window import Window
+from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
 ENV = {"SHOP_A_KEY": "key-aaa", "SHOP_B_KEY": "key-bbb", "EMPTY": "  "}
 
@@ -100,7 +98,11 @@ def test_overrides_per_account(tmp_path: Path) -> None:
 
 BAD_CONFIGS = [
     pytest.param([1, 2], ["must be a mapping, got a list"], id="not-a-mapping"),
-    pytest.param({}, ["accounts: must be a non-empty list of accounts (or give account_files)"], id="no-accounts"),
+    pytest.param(
+        {},
+        ["accounts: must be a non-empty list of accounts (or give account_files)"],
+        id="no-accounts",
+    ),
     pytest.param(
         minimal(pollng={"interval": "1m"}),
         ["pollng: unknown key (did you mean 'polling'?)"],
@@ -200,7 +202,10 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         {"accounts": [{"name": "a"}]},
-        ["accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, rest_key (none is set)"],
+        [
+            "accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, rest_key "
+            "(none is set)"
+        ],
         id="no-key",
     ),
     pytest.param(
@@ -265,7 +270,8 @@ BAD_CONFIGS = [
         },
         [
             "accounts[0] (a).rest_keyenv: unknown key (did you mean 'rest_key_env'?)",
-            "accounts[0] (a).labels.account: account is set by the exporter and cannot be configured",
+            "accounts[0] (a).labels.account: "
+            "account is set by the exporter and cannot be configured",
             "accounts[0] (a).labels.bad-name: is not a valid Prometheus label name",
             "accounts[0] (a).labels.ok: must be a string",
             "accounts[0] (a).windows[1]: window 45d must be between 1h and 30d (the API's limit)",

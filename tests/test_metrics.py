@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.client import ApiErrorReason, TrafficRow
+from exporter.errors import ApiErrorReason
 from exporter.metrics import (
     METRIC_NAMES,
     AccountsExposition,
-    ExporterState,
     escape,
     number,
-    render_exporter,
 )
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures, pack_figures
+from exporter.traffic import TrafficRow
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 NOW = 1_800_000_000.0
@@ -81,8 +81,10 @@ def golden_store() -> SnapshotStore:
 
 def test_golden_exposition() -> None:
     text = AccountsExposition(300).render(golden_store(), NOW).decode()
-    state = ExporterState(shard_index=1, shard_count=3, accounts=3, reload_success_timestamp=NOW)
-    own = render_exporter(state).decode()
+    state = SelfMetrics(shard_index=1, shard_count=3)
+    state.accounts.set(3)
+    state.reload_success_timestamp.set(NOW)
+    own = state.render().decode()
     own = "".join(
         line
         for line in own.splitlines(keepends=True)
@@ -96,7 +98,7 @@ def test_golden_exposition() -> None:
 
 
 def test_exposition_parses_and_uses_only_declared_names() -> None:
-    body = AccountsExposition(300).render(golden_store(), NOW) + render_exporter(ExporterState())
+    body = AccountsExposition(300).render(golden_store(), NOW) + SelfMetrics().render()
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     declared = {n.removesuffix("_total") for n in METRIC_NAMES}
     ours = {n for n in families if n.startswith("retargeting_")}

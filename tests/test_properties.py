@@ -22,17 +22,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter.apiurls import ProxyUrl
-from exporter.client import (
-    MAX_COUNT,
-    MAX_RETRY_AFTER,
-    ApiError,
-    ApiErrorReason,
-    TrafficRow,
-    classify_response,
-    parse_retry_after,
-    parse_rows,
-)
-from exporter.config import Config, ConfigError, parse_config
+from exporter.client import MAX_RETRY_AFTER, classify_response, parse_retry_after
+from exporter.config import Config, parse_config
+from exporter.errors import ApiError, ApiErrorReason
+from exporter.traffic import MAX_COUNT, TrafficRow, parse_rows
+from exporter.yamlcheck import ConfigError
 
 SETTINGS = settings(
     max_examples=200,

@@ -35,12 +35,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tooling import free_ports, require_tool
 
 from exporter.client import TrafficSourceClient
-from exporter.config import ConfigError, parse_config
-from exporter.metrics import AccountsExposition, ExporterState
+from exporter.config import parse_config
+from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebGuard, load_web_config, parse_web_config
+from exporter.yamlcheck import ConfigError
 
 EXE = [sys.executable, "-m", "exporter"]
 USER, PASSWORD = "prometheus", "scrape-pass-6c1a"
@@ -395,11 +396,12 @@ async def serve() -> AsyncIterator[ServeFn]:
 
         client = TrafficSourceClient(config.api.url, timeout=1, user_agent="t")
         clients.append(client)
+        poller = Poller(config, client, SnapshotStore())
         runtime = Runtime(
             store=SnapshotStore(),
-            poller=Poller(config, client, SnapshotStore()),
+            poller=poller,
             exposition=AccountsExposition(300),
-            state=ExporterState(),
+            self_metrics=poller.self_metrics,
             reload=reload,
             guard=guard,
         )

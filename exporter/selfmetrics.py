@@ -1,0 +1,130 @@
+"""The exporter's own metrics: one ``SelfMetrics`` per process, on a registry of its own.
+
+These are the exporter-wide families (a handful of series, not one per account): build and shard
+info, the accounts polled, reloads, internal errors, the optional event-loop lag, and the
+standard ``process_*`` metrics. They are prometheus-client's own types on a ``CollectorRegistry``
+of this process (never the global ``REGISTRY``), rendered by ``generate_latest`` after the
+per-account exposition of ``exporter.metrics``.
+
+To add an exporter-wide family: declare it in ``SelfMetrics.__init__`` (its name, HELP, labels),
+as an attribute the code that feeds it can reach (the poller holds the ``SelfMetrics``), and add
+its name to README's metrics table. ``names()`` picks it up for ``metrics.METRIC_NAMES``.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+
+
+class SelfMetrics:
+    """The exporter-wide metrics of one process; ``registry`` holds them in exposition order.
+
+    ``loop_lag`` (``--debug.loop-lag``) is read at scrape time; without it, the family is not
+    exposed at all.
+    """
+
+    def __init__(
+        self,
+        *,
+        shard_index: int = 0,
+        shard_count: int = 1,
+        loop_lag: Callable[[], float] | None = None,
+    ) -> None:
+        # The text format has no created timestamps: prometheus-client would write each
+        # counter's and histogram's as an extra "<name>_created" gauge series.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.shard_index, self.shard_count = shard_index, shard_count
+        # -- every exporter-wide family, in the order exposed ----------------------------------
+        Gauge(
+            "retargeting_exporter_build_info",
+            "Always 1; the exporter's version and Python version.",
+            ["version", "python_version"],
+            registry=registry,
+        ).labels(__version__, platform.python_version()).set(1)
+        Gauge(
+            "retargeting_exporter_shard_info",
+            "Always 1; which shard of the accounts this replica polls.",
+            ["shard_index", "shard_count"],
+            registry=registry,
+        ).labels(str(shard_index), str(shard_count)).set(1)
+        self.accounts = Gauge(  # fed by the poller: at start and on every reload
+            "retargeting_exporter_accounts", "Accounts this replica polls.", registry=registry
+        )
+        self.reload_successful = Gauge(  # fed by the daemon's reload
+            "retargeting_exporter_config_last_reload_successful",
+            "1 if the last configuration (re)load succeeded.",
+            registry=registry,
+        )
+        self.reload_success_timestamp = Gauge(  # fed by the daemon's reload
+            "retargeting_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration (re)load.",
+            registry=registry,
+        )
+        self.internal_errors = Counter(  # fed by the poller: a poll that raised a bug
+            "retargeting_exporter_internal_errors",
+            "Unexpected errors inside the exporter while polling an account (bugs); see the logs.",
+            registry=registry,
+        )
+        # Fed by the daemon: (file as its glob gave it, last load good) of each account file.
+        self.account_files: Callable[[], Iterable[tuple[str, bool]]] = tuple
+        registry.register(_AccountFiles(lambda: self.account_files()))
+        if loop_lag is not None:
+            Gauge(
+                LOOP_LAG,
+                "Longest delay of the event loop (a 10ms timer firing late) within the "
+                "--debug.loop-lag window.",
+                registry=registry,
+            ).set_function(loop_lag)
+        # -------------------------------------------------------------------------------------
+        ProcessCollector(registry=registry)
+        self.reload_successful.set(1)
+
+    def render(self) -> bytes:
+        """The exporter-wide part of the exposition (text format 0.0.4)."""
+        return generate_latest(self.registry)
+
+    def names(self) -> frozenset[str]:
+        """The name of every ``retargeting_`` family declared above (``_total`` on counters)."""
+        return frozenset(
+            family.name + ("_total" if family.type == "counter" else "")
+            for family in self.registry.collect()
+            if family.name.startswith("retargeting_")
+        )
+
+
+LOOP_LAG = "retargeting_exporter_event_loop_lag_seconds"
+ACCOUNT_FILE_OK = "retargeting_exporter_account_file_last_load_successful"
+
+
+class _AccountFiles(Collector):
+    """One series per matched account file, built fresh on every scrape (files come and go)."""
+
+    def __init__(self, files: Callable[[], Iterable[tuple[str, bool]]]) -> None:
+        self._files = files
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            ACCOUNT_FILE_OK,
+            "1 if the account file was read and every account in it applied at the last load, "
+            "else 0.",
+            labels=["file"],
+        )
+        for file, ok in self._files():
+            family.add_metric([file], int(ok))
+        yield family
