@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from exporter import __version__, accountfiles, eventloop, logs
 from exporter.accountfiles import ConfigSource
-from exporter.client import TrafficSourceClient
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.flags import (
@@ -29,7 +28,6 @@ from exporter.flags import (
 from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
-from exporter.store import SnapshotStore
 from exporter.watch import DEFAULT_AUTO_RELOAD_INTERVAL
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.yamlcheck import ConfigError, format_duration, parse_duration
@@ -242,12 +240,13 @@ def summary(config: Config, options: Options, source: ConfigSource | None = None
 
 async def run_once(config: Config, own: SelfMetrics) -> int:
     """Poll every account once and print the exposition."""
-    async with TrafficSourceClient.for_api(config.api) as client:
-        store = SnapshotStore()
-        poller = Poller(config, client, store, self_metrics=own)
+    poller = Poller.for_config(config, own)
+    try:
         snapshots = await poller.poll_all_once()
+    finally:
+        await poller.close()
     exposition = AccountsExposition(config.polling.interval)
-    sys.stdout.write(render_all(exposition, store, own, time.time()).decode("utf-8"))
+    sys.stdout.write(render_all(exposition, poller.store, own, time.time()).decode("utf-8"))
     sys.stdout.flush()
     failed = [s.name for s in snapshots if not s.up]
     if failed:

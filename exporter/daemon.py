@@ -26,7 +26,6 @@ from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
-from exporter.store import SnapshotStore
 from exporter.watch import ConfigWatcher
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
@@ -78,19 +77,12 @@ class Daemon:
         if source is not None and load is not None and auto_reload_interval > 0:
             self.watcher = ConfigWatcher(auto_reload_interval, source.changed, self.reload, clock)
         self._watch_task: asyncio.Task[None] | None = None
-        store = SnapshotStore()
-        self.poller = Poller(
-            config,
-            TrafficSourceClient.for_api(config.api),
-            store,
-            self_metrics=self.self_metrics,
-            clock=clock,
-        )
+        self.poller = Poller.for_config(config, self.self_metrics, clock=clock)
         self.guard = WebGuard(web_config) if web_config is not None else None
         # Clients a reload replaced, closing once their last requests are done.
         self._retiring: set[asyncio.Task[None]] = set()
         self.runtime = Runtime(
-            store=store,
+            store=self.poller.store,
             poller=self.poller,
             exposition=AccountsExposition(config.polling.interval),
             self_metrics=self.self_metrics,
@@ -208,4 +200,4 @@ class Daemon:
                 task.cancel()
         await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
         await self._runner.cleanup()
-        await asyncio.gather(*self._retiring, self.poller.client.close())
+        await asyncio.gather(*self._retiring, self.poller.close())

@@ -15,26 +15,18 @@ from typing import NamedTuple
 
 from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
-from exporter.config import AccountConfig, Config, RestKey
-from exporter.fetch import (
-    AccountFetch,
-    fetch_windows,
-)
+from exporter.config import AccountConfig, Config
+from exporter.fetch import AccountFetch, Fetcher, RequestLimit, fetch_windows
 from exporter.schedule import Cadence, Scheduler
 from exporter.selfmetrics import SelfMetrics
-from exporter.snapshot import (
-    initial_snapshot,
-    next_snapshot,
-    reconfigured,
-    transition,
-)
+from exporter.snapshot import initial_snapshot, next_snapshot, reconfigured, transition
 from exporter.store import AccountSnapshot, SnapshotStore
-from exporter.traffic import TrafficRow
 
 log = logging.getLogger(__name__)
 
 # Polls under way at once, per unit of api.max_concurrency: enough to keep every request slot
 # busy while some polls sleep between retries; the rest wait as heap entries, not as tasks.
+# The one admission limit of polls (the scheduler's, and --once's); requests have their own.
 _ADMITTED = 2
 
 
@@ -57,10 +49,33 @@ def diff_accounts(
     )
 
 
+def log_changes(previous: AccountSnapshot, snapshot: AccountSnapshot) -> None:
+    """The state change a poll made, once, at the level it deserves."""
+    fields: dict[str, object] = {"account": snapshot.name}
+    change = transition(previous, snapshot)
+    if change == "account polled successfully":
+        log.debug(change, extra=fields)  # at info, thousands of lines at start-up
+    elif change == "account recovered":
+        log.info(change, extra=fields)
+    elif change is not None:
+        fields.update(reason=str(snapshot.last_error), error=snapshot.last_error_message)
+        log.warning(change, extra=fields)
+
+
+def log_source_cap(snapshot: AccountSnapshot, cap: int) -> None:
+    """An account with more sources than the cap (said once per account by the poller)."""
+    log.warning(
+        "more traffic sources than max_sources_per_account; extra sources not exported",
+        extra={"account": snapshot.name, "sources": cap + snapshot.dropped_sources, "cap": cap},
+    )
+
+
 class Poller:
     """Polls every configured account and keeps the store up to date.
 
-    ``clock`` is a ``Clock`` (the real one by default) or, as before, a wall-time function.
+    ``client`` sends every request (a reload may replace it: ``apply``); the daemon and
+    ``--once`` make theirs with ``for_config``. ``clock`` is a ``Clock`` (the real one by
+    default) or, as before, a wall-time function.
     """
 
     def __init__(
@@ -77,16 +92,13 @@ class Poller:
         # The exporter-wide metrics this poller feeds (accounts, internal errors).
         self.self_metrics = self_metrics or SelfMetrics()
         self._client = client
-        self._store = store
+        self.store = store
         self._clock = as_clock(clock)
         self._rng = rng or random.Random()  # jitter, not cryptography
-        self._limit_size = config.api.max_concurrency
-        self._limit = asyncio.Semaphore(self._limit_size)
-        self._admission = asyncio.Semaphore(_ADMITTED * self._limit_size)
+        # Requests under way, for every account: resized, never replaced, by a reload.
+        self._limit = RequestLimit(config.api.max_concurrency)
         self._accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
-        self._scheduler = Scheduler(
-            self._clock, self._rng, self._scheduled_poll, lambda: _ADMITTED * self._limit_size
-        )
+        self._scheduler = Scheduler(self._clock, self._rng, self._scheduled_poll, self._capacity)
         # Accounts not yet polled (ready() and the one summary line once they all have been).
         self._unpolled = {n for n in self._accounts if not (s := store.get(n)) or not s.polled}
         self._summed_up = False
@@ -100,6 +112,19 @@ class Poller:
             if store.get(account.name) is None:
                 store.put(initial_snapshot(account))
 
+    @classmethod
+    def for_config(
+        cls, config: Config, self_metrics: SelfMetrics, *, clock: Clock | None = None
+    ) -> Poller:
+        """The poller of the daemon and of ``--once``: an empty store, and a client for
+        ``config.api`` that ``close()`` closes."""
+        client = TrafficSourceClient.for_api(config.api)
+        return cls(config, client, SnapshotStore(), self_metrics=self_metrics, clock=clock)
+
+    async def close(self) -> None:
+        """Close the client in use (once its requests are done); after ``stop()``."""
+        await self._client.close()
+
     @property
     def config(self) -> Config:
         """The configuration in force (a reload replaces it)."""
@@ -110,10 +135,13 @@ class Poller:
         """The client new requests go through (a reload may replace it)."""
         return self._client
 
-    async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
-        """One request through the client in use now: a retry after a reload that replaced
-        the client goes to the new one (the retired one closes once its requests are done)."""
-        return await self._client.fetch(key, date_from, date_to)
+    def _current_client(self) -> Fetcher:
+        # What fetch.py sends each attempt through: a retry after a reload that replaced the
+        # client goes to the new one (the retired one closes once its requests are done).
+        return self._client
+
+    def _capacity(self) -> int:
+        return _ADMITTED * self._limit.size
 
     @property
     def next_poll(self) -> Mapping[str, float]:
@@ -125,17 +153,14 @@ class Poller:
     async def poll(self, account: AccountConfig) -> AccountSnapshot:
         """Poll every window of ``account`` once, store and return the new snapshot.
 
-        Polls wait for admission before they start their requests (see ``_ADMITTED``).
+        Admission is the caller's (the scheduler, ``poll_all_once``); each request waits for a
+        slot of the request limit.
         """
-        async with self._admission:
-            return await self._poll(account)
-
-    async def _poll(self, account: AccountConfig) -> AccountSnapshot:
         generation = self._generations.get(account.name, 0)
         started = self._clock.monotonic()
         config = self._config
         how = AccountFetch(
-            self,
+            self._current_client,
             config.api.retries,
             self._limit,
             config.polling.end_offset,
@@ -149,7 +174,7 @@ class Poller:
         current = self._accounts.get(account.name)
         if generation != self._generations.get(account.name, 0):
             current = None  # polled with a key replaced since: its outcome is not the account's
-        previous = self._store.get(account.name) or initial_snapshot(account)
+        previous = self.store.get(account.name) or initial_snapshot(account)
         snapshot = next_snapshot(
             current or account,
             previous,
@@ -163,41 +188,21 @@ class Poller:
             self._scheduler.plan.hold(account.name, not_before - finished)
         if current is None:
             return snapshot
-        self._log_changes(previous, snapshot)
-        self._store.put(snapshot)
+        log_changes(previous, snapshot)
+        if snapshot.dropped_sources and account.name not in self._warned_cap:
+            self._warned_cap.add(account.name)
+            log_source_cap(snapshot, self._config.max_sources_per_account)
+        self.store.put(snapshot)
         self._unpolled.discard(account.name)
         self._sum_up_first_round()
         return snapshot
-
-    def _log_changes(self, previous: AccountSnapshot, snapshot: AccountSnapshot) -> None:
-        """A state change once, at the level it deserves; a source cap once per account."""
-        fields: dict[str, object] = {"account": snapshot.name}
-        change = transition(previous, snapshot)
-        if change == "account polled successfully":
-            log.debug(change, extra=fields)  # at info, thousands of lines at start-up
-        elif change == "account recovered":
-            log.info(change, extra=fields)
-        elif change is not None:
-            fields.update(reason=str(snapshot.last_error), error=snapshot.last_error_message)
-            log.warning(change, extra=fields)
-        if snapshot.dropped_sources and snapshot.name not in self._warned_cap:
-            self._warned_cap.add(snapshot.name)
-            cap = self._config.max_sources_per_account
-            log.warning(
-                "more traffic sources than max_sources_per_account; extra sources not exported",
-                extra={
-                    "account": snapshot.name,
-                    "sources": cap + snapshot.dropped_sources,
-                    "cap": cap,
-                },
-            )
 
     def _sum_up_first_round(self) -> None:
         """One line once every account has been polled: how many are up, and how long it took."""
         if self._unpolled or self._summed_up:
             return
         self._summed_up = True
-        snapshots = [s for n in self._accounts if (s := self._store.get(n)) is not None]
+        snapshots = [s for n in self._accounts if (s := self.store.get(n)) is not None]
         up = sum(1 for s in snapshots if s.up)
         took = self._clock.monotonic() - self._first_round_started
         log.info(
@@ -225,8 +230,17 @@ class Poller:
             )
 
     async def poll_all_once(self) -> list[AccountSnapshot]:
-        """Poll every account once, concurrently (``--once``)."""
-        return list(await asyncio.gather(*(self.poll(a) for a in self._config.accounts)))
+        """Poll every account once (``--once``), as many at a time as the scheduler would."""
+        accounts = list(self._config.accounts)
+        pending = iter(enumerate(accounts))
+        done: list[AccountSnapshot | None] = [None] * len(accounts)
+
+        async def worker() -> None:
+            for i, account in pending:  # one shared iterator: each account taken by one worker
+                done[i] = await self.poll(account)
+
+        await asyncio.gather(*(worker() for _ in range(min(self._capacity(), len(accounts)))))
+        return [s for s in done if s is not None]
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -288,25 +302,22 @@ class Poller:
         self.self_metrics.accounts.set(len(new))
         if client is not None:
             self._client = client
-        if config.api.max_concurrency != self._limit_size:
-            self._limit_size = config.api.max_concurrency
-            self._limit = asyncio.Semaphore(self._limit_size)
-            self._admission = asyncio.Semaphore(_ADMITTED * self._limit_size)
+        self._limit.resize(config.api.max_concurrency)
         for name in changes.removed:
             self._generations[name] = self._generations.get(name, 0) + 1
             self._scheduler.remove(name)
             self._unpolled.discard(name)
-            self._store.remove(name)
+            self.store.remove(name)
         self._sum_up_first_round()  # the last ones not yet polled may have been removed
         for name in changes.changed:
-            snapshot = self._store.get(name)
+            snapshot = self.store.get(name)
             if snapshot is not None:
-                self._store.put(reconfigured(snapshot, new[name]))
+                self.store.put(reconfigured(snapshot, new[name]))
             if new[name].rest_key != old[name].rest_key:  # polled again at once, with the new key
                 self._generations[name] = self._generations.get(name, 0) + 1
                 self._scheduler.restart(name)
         for name in changes.added:
-            self._store.put(initial_snapshot(new[name]))
+            self.store.put(initial_snapshot(new[name]))
             self._unpolled.add(name)
             self._scheduler.add(name)
         self._scheduler.wake()  # the admission limit may have changed too
