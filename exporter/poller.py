@@ -273,8 +273,7 @@ class Poller:
         return self._scheduler.running
 
     def ready(self) -> bool:
-        """Every account has been polled at least once; once true, it stays true: an account
-        added later must not take a serving replica out of its Service."""
+        """Every account polled once; then true for good (a new account is only pending)."""
         self._was_ready = self._was_ready or not self._unpolled
         return self._was_ready
 
@@ -289,10 +288,9 @@ class Poller:
     ) -> Mapping[str, list[str]]:
         """Switch to a new, already validated config without losing state.
 
-        Added accounts are polled at once, removed ones stop and vanish from the store, unchanged
-        ones keep their data and schedule; an account whose key changed is polled again at once
-        (a poll still under way with the old key is cancelled and could not store its outcome);
-        other changes (labels, windows, interval) apply from the next poll.
+        Added accounts are polled at once, removed ones vanish, unchanged ones keep their data and
+        schedule; a changed key is polled at once (a poll under way with the old key is cancelled
+        and could not store its outcome); other changes apply from the next poll.
         """
         new = {a.name: a for a in config.accounts}
         old = self._accounts
