@@ -27,7 +27,7 @@ from exporter.config import (
     parse_account,
     parse_config,
 )
-from exporter.yamlcheck import ConfigError, Problems, read_yaml_file, unreadable
+from exporter.yamlcheck import ConfigError, Problems, kind, read_yaml_file, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class ConfigSource:
         if data is None:
             data = []  # an empty file: no accounts, as for file_sd
         if not isinstance(data, list):
-            return f"{file}: must be a YAML list of accounts (as under accounts:), got a mapping"
+            return f"{file}: must be a YAML list of accounts (as under accounts:), got {kind(data)}"
         if bad := list(unreadable(data)):
             return f"{file}: {'; '.join(bad)}"
         folder = path.parent
@@ -214,6 +214,7 @@ class ConfigSource:
             loads[file] = FileLoad(file, tuple(accounts), tuple(problems))
         self._report(loads)
         self._files = loads
+        self._file_keys = {f: k for f, k in self._file_keys.items() if f in loads}
         return [a for load in loads.values() for a in load.accounts]
 
     def _report(self, loads: Mapping[str, FileLoad]) -> None:
