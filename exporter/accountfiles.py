@@ -15,6 +15,7 @@ import glob
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,11 +88,39 @@ def _key_file(item: Any, base: Path) -> str | None:
     return str(base / value)
 
 
-def _digest(path: Path) -> bytes:
-    try:
-        return hashlib.sha256(path.read_bytes()).digest()
-    except OSError:  # missing or unreadable: a state of its own, compared like content
-        return b"-"
+# A file changed this recently may change again within the same timestamp tick, unseen by its
+# metadata: its digest is not reused (git's "racily clean" rule).
+_RACY_NS = 2_000_000_000
+
+
+class _Digests:
+    """Each file's content digest, read again only when its metadata changed.
+
+    Any write changes a file's ctime (which no one can set back) and a Kubernetes volume swap
+    changes the inode: with thousands of key files, a check costs a ``stat`` per file, and the
+    content is hashed only when that moved.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[tuple[int, ...], bytes]] = {}
+
+    def __call__(self, path: Path) -> bytes:
+        try:
+            st = path.stat()
+            meta = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            known = self._known.get(str(path))
+            if known is not None and known[0] == meta:
+                return known[1]
+            digest = hashlib.sha256(path.read_bytes()).digest()
+        except OSError:  # missing or unreadable: a state of its own, compared like content
+            self._known.pop(str(path), None)
+            return b"-"
+        if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS:
+            self._known[str(path)] = (meta, digest)
+        return digest
+
+    def forget_all_but(self, paths: set[str]) -> None:
+        self._known = {p: v for p, v in self._known.items() if p in paths}
 
 
 class ConfigSource:
@@ -110,6 +139,8 @@ class ConfigSource:
         self._files: dict[str, FileLoad] = {}
         self._file_keys: dict[str, set[str]] = {}  # the rest_key_files each file names
         self._loaded: bytes | None = None
+        self._digest = _Digests()
+        self._parsed: dict[str, tuple[bytes, Any]] = {}  # file -> (its bytes' digest, its YAML)
 
     @property
     def files(self) -> list[FileLoad]:
@@ -148,7 +179,7 @@ class ConfigSource:
         """The entries of one file, or why it cannot be read at all."""
         path = self._base / file
         try:
-            _, data = read_yaml_file(path)
+            data = self._yaml(file, path)
         except ConfigError as exc:
             return f"{file}: {'; '.join(exc.problems)}"
         if data is None:
@@ -166,6 +197,20 @@ class ConfigSource:
             account = parse_account(item, place, main.defaults, env, folder, problems)
             entries.append(_Entry(place, _name(item), account, problems.items))
         return entries
+
+    def _yaml(self, file: str, path: Path) -> Any:
+        """The file's YAML, parsed again only when its content changed (parsing is most of a
+        load, and a change usually touches one file of many)."""
+        try:
+            digest = hashlib.sha256(path.read_bytes()).digest()
+        except OSError:
+            digest = b""
+        cached = self._parsed.get(file)
+        if cached is not None and cached[0] == digest:
+            return cached[1]
+        raw, data = read_yaml_file(path)
+        self._parsed[file] = (hashlib.sha256(raw).digest(), data)
+        return data
 
     # -- merging -------------------------------------------------------------------------------
 
@@ -215,6 +260,7 @@ class ConfigSource:
         self._report(loads)
         self._files = loads
         self._file_keys = {f: k for f, k in self._file_keys.items() if f in loads}
+        self._parsed = {f: v for f, v in self._parsed.items() if f in loads}
         return [a for load in loads.values() for a in load.accounts]
 
     def _report(self, loads: Mapping[str, FileLoad]) -> None:
@@ -234,11 +280,12 @@ class ConfigSource:
     # -- change detection ----------------------------------------------------------------------
 
     def _fingerprint(self) -> bytes:
-        digest = hashlib.sha256(_digest(self.path))
-        for file in expand(self._patterns, self._base):
-            digest.update(file.encode() + b"\0" + _digest(self._base / file))
-        for key_file in sorted(self._key_files):
-            digest.update(key_file.encode() + b"\0" + _digest(Path(key_file)))
+        files = [self.path, *(self._base / f for f in expand(self._patterns, self._base))]
+        files.extend(Path(key_file) for key_file in sorted(self._key_files))
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path).encode() + b"\0" + self._digest(path))
+        self._digest.forget_all_but({str(path) for path in files})
         return digest.digest()
 
 

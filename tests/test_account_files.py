@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter import cli
+from exporter import accountfiles, cli
 from exporter.accountfiles import ConfigSource
 from exporter.config import Config, parse_config
 from exporter.yamlcheck import ConfigError
@@ -279,6 +279,25 @@ def test_changes_are_seen_by_content(shops: Path) -> None:
     assert not source.changed()
     main_file(shops, [{"name": "main-a", "rest_key_env": "KEY_MAIN"}], polling={"jitter": "1s"})
     assert source.changed()
+
+
+def test_old_files_are_checked_by_metadata_and_their_content_decides(
+    shops: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files last written long ago (here: any file, the racy window set to nothing) keep their
+    digest while their metadata stays; a touch is no change, an in-place rewrite that keeps
+    the size and puts the mtime back is one (the ctime moved)."""
+    monkeypatch.setattr(accountfiles, "_RACY_NS", -1)
+    source = ConfigSource(shops / "config.yaml", env=ENV)
+    source.load()
+    key = shops / "accounts.d" / "keys" / "x.key"
+    os.utime(key, ns=(1, 10**18))  # touched: new metadata, same content
+    assert not source.changed()
+    stat = key.stat()
+    key.write_text("key-x-9\n")  # same size
+    os.utime(key, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert source.changed()
+    assert keys(source.load())["shop-x"] == "key-x-9"
 
 
 def test_a_key_file_a_bad_account_waits_for_is_watched(shops: Path) -> None:
