@@ -128,7 +128,7 @@ async def test_an_added_account_is_pending_on_the_status_page_and_ready_stays_20
     runtime = Runtime(
         store=store,
         poller=poller,
-        exposition=AccountsExposition(INTERVAL),
+        exposition=AccountsExposition(),
         self_metrics=poller.self_metrics,
         reload=reload,
     )
