@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = args.shape or ["100x10", "1000x1", "1000x10"]
     print(
         "| files x accounts | first load | check, nothing changed | check + reload, one changed |"
-    )  # noqa: E501
+    )
     print("| --- | --- | --- | --- |")
     for shape in shapes:
         files, per_file = (int(n) for n in shape.split("x"))
