@@ -103,8 +103,7 @@ class Poller:
         self._unpolled = {n for n in self._accounts if not (s := store.get(n)) or not s.polled}
         self._summed_up = False
         self._was_ready = False  # once ready, a reload adding accounts does not take it back
-        # Bumped when an account's key changes: a poll started before cannot store its outcome.
-        self._generations: dict[str, int] = {}
+        self._generations: dict[str, int] = {}  # bumped by a key change: older polls are void
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
         self.self_metrics.accounts.set(len(self._accounts))
@@ -199,6 +198,7 @@ class Poller:
 
     def _sum_up_first_round(self) -> None:
         """One line once every account has been polled: how many are up, and how long it took."""
+        self._was_ready = self._was_ready or not self._unpolled  # probed then or not
         if self._unpolled or self._summed_up:
             return
         self._summed_up = True

@@ -408,9 +408,13 @@ async def test_ready_once_every_account_was_polled_and_ready_ever_after(clients:
         await poller.poll(config.accounts[1])
         assert not poller.ready()  # d not polled yet
         poller.apply(make_config(fake.url, ["a", "b"]))  # d removed before its first poll
-        assert poller.ready()
         poller.apply(make_config(fake.url, ["a", "b", "c"]))  # c is new: not polled yet
-        assert poller.ready()
+        assert poller.ready()  # every account had been polled, probed then or not
+        nothing = make_config(fake.url, [], account_files=["accounts.d/*.yaml"])
+        empty = poller_for(nothing, clients, SnapshotStore())
+        assert empty.ready()  # nothing to poll
+        empty.apply(make_config(fake.url, ["a"]))
+        assert empty.ready()
     finally:
         await fake.close()
 
