@@ -375,3 +375,25 @@ def test_a_kubernetes_secret_volume_update_is_seen(tmp_path: Path) -> None:
     assert source.changed()
     assert keys(source.load()) == {"shop-l": "key-l"}
     assert not source.changed()
+
+
+@pytest.mark.parametrize(
+    ("flag", "seconds"), [(None, 10.0), ("0s", 0.0), ("250ms", 0.25), ("1m", 60.0)]
+)
+def test_the_auto_reload_interval_flag(flag: str | None, seconds: float) -> None:
+    argv = [] if flag is None else [f"--config.auto-reload-interval={flag}"]
+    assert cli.parse_options(argv).auto_reload_interval == seconds
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("10", "'10' is not a duration"),
+        ("50ms", "must be 0s (off) or at least 100ms"),
+    ],
+)
+def test_a_bad_auto_reload_interval_is_a_usage_error(
+    flag: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([f"--config.auto-reload-interval={flag}"]) == 2
+    assert message in capsys.readouterr().err
