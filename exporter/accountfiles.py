@@ -27,6 +27,7 @@ from exporter.config import (
     account_path,
     parse_account,
     parse_config,
+    readable_secret_warnings,
 )
 from exporter.yamlcheck import ConfigError, Problems, kind, read_yaml_file, unreadable
 
@@ -138,6 +139,7 @@ class ConfigSource:
         self._key_files: frozenset[str] = frozenset()
         self._files: dict[str, FileLoad] = {}
         self._file_keys: dict[str, set[str]] = {}  # the rest_key_files each file names
+        self._warnings: dict[str, tuple[str, ...]] = {}  # literal keys readable by others
         self._loaded: bytes | None = None
         self._digest = _Digests()
         self._parsed: dict[str, tuple[bytes, Any]] = {}  # file -> (its bytes' digest, its YAML)
@@ -171,7 +173,8 @@ class ConfigSource:
         if watched != self._key_files:  # the new key files' contents, as now: later changes count
             self._key_files = frozenset(watched)
             self._loaded = self._fingerprint()
-        return replace(main, accounts=(*main.accounts, *accounts))
+        warnings = (*main.warnings, *(w for f in self._files for w in self._warnings.get(f, ())))
+        return replace(main, accounts=(*main.accounts, *accounts), warnings=warnings)
 
     # -- one account file ----------------------------------------------------------------------
 
@@ -190,6 +193,7 @@ class ConfigSource:
             return f"{file}: {'; '.join(bad)}"
         folder = path.parent
         self._file_keys[file] = {k for item in data if (k := _key_file(item, folder))}
+        self._warnings[file] = tuple(readable_secret_warnings(data, None, str(path)))
         entries = []
         for i, item in enumerate(data):
             place = account_path(file, i, item)
@@ -260,6 +264,7 @@ class ConfigSource:
         self._report(loads)
         self._files = loads
         self._file_keys = {f: k for f, k in self._file_keys.items() if f in loads}
+        self._warnings = {f: w for f, w in self._warnings.items() if f in loads}
         self._parsed = {f: v for f, v in self._parsed.items() if f in loads}
         return [a for load in loads.values() for a in load.accounts]
 

@@ -398,7 +398,7 @@ def parse_config(
         max_sources_per_account=max_sources,
         source=source,
         timezone=timezone,
-        warnings=tuple(_readable_secret_warnings(raw_accounts, api.proxy_url, source)),
+        warnings=tuple(readable_secret_warnings(raw_accounts, api.proxy_url, source)),
         account_files=account_files,
         defaults=defaults,
     )
@@ -473,10 +473,11 @@ def _parse_account(
     )
 
 
-def _readable_secret_warnings(
+def readable_secret_warnings(
     raw_accounts: list[Any], proxy: ProxyUrl | None, source: str
 ) -> Iterator[str]:
-    """Like ssh: a secret written in a file other users can read deserves a warning."""
+    """Like ssh: a secret written in a file other users can read deserves a warning (the main
+    file, and each account file)."""
     literal = [str(a.get("name")) for a in raw_accounts if isinstance(a, dict) and "rest_key" in a]
     proxy_password = proxy is not None and bool(proxy.password)
     if not literal and not proxy_password:

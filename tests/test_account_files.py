@@ -198,6 +198,19 @@ def test_an_unreadable_file_keeps_every_account_it_gave_and_a_removed_one_takes_
     assert state(source) == {}
 
 
+def test_a_literal_key_in_an_account_file_others_can_read_is_warned_about(shops: Path) -> None:
+    shop_file = shops / "accounts.d" / "literal.yaml"
+    write(shop_file, [{"name": "shop-l", "rest_key": "key-l"}])
+    shop_file.chmod(0o644)
+    config = ConfigSource(shops / "config.yaml", env=ENV).load()
+    assert config.warnings == (
+        f"{shop_file} is readable by other users (mode 644) and holds a literal rest_key for "
+        f"account(s) shop-l: use rest_key_env or rest_key_file, or chmod 600 {shop_file}",
+    )
+    shop_file.chmod(0o600)
+    assert ConfigSource(shops / "config.yaml", env=ENV).load().warnings == ()
+
+
 def test_a_bad_main_file_is_refused_whole_and_changes_nothing(shops: Path) -> None:
     source = ConfigSource(shops / "config.yaml", env=ENV)
     source.load()
