@@ -234,6 +234,8 @@ def summary(config: Config, options: Options, source: ConfigSource | None = None
         files = source.files if source is not None else []
         lines.append(f"account files: {len(files)} matching {', '.join(config.account_files)}")
         lines.extend(accountfiles.describe(files))
+        if bad := [f.file for f in files if not f.ok]:
+            lines.append(f"account files with problems: {', '.join(bad)}")
     lines.extend(f"warning: {w}" for w in config.warnings)
     return "\n".join(lines)
 

@@ -258,6 +258,7 @@ def test_config_check_lists_each_file_and_its_accounts_and_fails_on_a_problem(
     out = capsys.readouterr().out
     assert "  accounts.d/bad.yaml: 1 problem(s); no accounts" in out
     assert "    - accounts.d/bad.yaml[0] (shop-q): needs exactly one of" in out
+    assert "account files with problems: accounts.d/bad.yaml" in out
 
 
 # -- change detection ---------------------------------------------------------------------------
