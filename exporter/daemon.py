@@ -91,6 +91,8 @@ class Daemon:
             guard=self.guard,
             loop_lag=loop_lag,
         )
+        if source is not None:
+            self.runtime.account_files = lambda: source.files
         self._runner = web.AppRunner(make_app(self.runtime), access_log=None, handle_signals=False)
         self._reload_lock = asyncio.Lock()
         self._stopping = asyncio.Event()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from exporter import __version__
+from exporter.accountfiles import FileLoad
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import CONTENT_TYPE, AccountsExposition
 from exporter.poller import Poller
@@ -82,6 +83,7 @@ class Runtime:
     render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one refresh at a time
     guard: WebGuard | None = None  # --web.config.file: basic auth, headers, TLS reloads
     loop_lag: LoopLagMonitor | None = None  # --debug.loop-lag
+    account_files: Callable[[], Iterable[FileLoad]] = tuple  # as last loaded (account_files:)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -190,9 +192,31 @@ async def index(request: web.Request) -> web.Response:
 <th>Currency</th><th>Last success</th><th>Last error</th><th>Next poll</th></tr></thead>
 <tbody>
 {rows}
-</tbody></table></body></html>
+</tbody></table>{_account_files(rt.account_files())}</body></html>
 """
     return web.Response(text=page, content_type="text/html")
+
+
+def _account_files(files: Iterable[FileLoad]) -> str:
+    """Each account file: its accounts and problems (names, paths and reasons, never a key)."""
+    esc = html.escape
+    rows = []
+    for load in files:
+        state, css = ("valid", "up") if load.ok else (f"{len(load.problems)} problem(s)", "down")
+        problems = "<br>".join(esc(p.text) for p in load.problems)
+        rows.append(
+            f'<tr class="file {css}" data-file="{esc(load.file)}"><td>{esc(load.file)}</td>'
+            f'<td class="state"><span class="badge {css}">{state}</span></td>'
+            f"<td>{len(load.accounts)}</td><td>{problems}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        '\n<h2>Account files</h2>\n<table id="account-files"><thead><tr><th>File</th>'
+        "<th>State</th><th>Accounts</th><th>Problems</th></tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
 
 
 def make_app(runtime: Runtime) -> web.Application:

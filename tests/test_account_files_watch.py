@@ -169,6 +169,19 @@ async def test_the_daemon_exports_each_account_files_state(tmp_path: Path, fake:
             "accounts.d/more.yaml": 1,
             "accounts.d/shops.yaml": 0,
         }
+        # The status page lists the files too, with each problem.
+        async with aiohttp.ClientSession() as http, http.get(f"http://{address}/") as response:
+            page = await response.text()
+        rows = {
+            line.split('data-file="')[1].split('"')[0]: line
+            for line in page.splitlines()
+            if 'class="file ' in line
+        }
+        assert '<span class="badge up">valid</span>' in rows["accounts.d/more.yaml"]
+        broken = rows["accounts.d/shops.yaml"]
+        assert '<span class="badge down">1 problem(s)</span>' in broken
+        assert "<td>1</td>" in broken  # shop-x kept, as last loaded
+        assert "accounts.d/shops.yaml: line 1, column 14: expected &#x27;,&#x27; or" in broken
     finally:
         await daemon.stop()
 
