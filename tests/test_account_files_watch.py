@@ -79,12 +79,15 @@ async def test_changes_are_applied_at_the_next_check_and_touch_only_their_accoun
     try:
         await clock.advance(0)
         assert sent.times("key-steady") == [t0] and sent.times("key-x-1") == [t0]
+        steady = store.get(STEADY)
+        assert steady is not None and steady.up and steady.figures
 
         write(tmp_path / "accounts.d" / "new.yaml", [{"name": "shop-n", "rest_key": "key-new"}])
         await clock.advance(10)
         assert sent.times("key-new") == [t0 + 10]  # added: polled at once
         added = store.get("shop-n")
         assert added is not None and added.up
+        assert store.get(STEADY) == steady  # a reload left its figures and state as they were
 
         write(tmp_path / "accounts.d" / "keys" / "x.key", "key-x-2")
         await clock.advance(10)
