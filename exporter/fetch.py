@@ -28,11 +28,7 @@ log = logging.getLogger("exporter.poller")  # one logger for everything a poll s
 
 
 class FetchResult(NamedTuple):
-    """One window fetched with retries: the rows, or the last error, and what it took.
-
-    (Named tuples here and in ``WindowOutcome``: one of each per request, cheaper to build
-    than a frozen dataclass.)
-    """
+    """One window fetched with retries: the rows, or the last error, and what it took."""
 
     rows: tuple[TrafficRow, ...] | None
     error: ApiError | None
@@ -189,31 +185,25 @@ class AccountFetch(NamedTuple):
 
 
 async def fetch_windows(how: AccountFetch, account: AccountConfig) -> list[WindowOutcome]:
-    """Every window of the account, concurrently, in the order configured.
+    """Every window of the account, concurrently (a task each), in the order configured.
 
     A ``Retry-After`` for one window holds back all of them. Retries end by half the interval,
-    so polls never pile up. The first window runs in this task, the others in a task each (one
-    task fewer per poll than ``asyncio.gather``). If this is cancelled, or a window fails with
-    an unexpected error, the other windows' requests are cancelled too.
+    so polls never pile up. If this is cancelled, or a window fails with an unexpected error,
+    the other windows' requests are cancelled too.
     """
-    if not account.windows:  # the config never allows it; a hand-made account might
-        return []
     now = how.clock.time()
     gate = RetryAfterGate(how.clock)
     give_up_at = how.clock.monotonic() + account.interval / 2
-    first, *more = account.windows
-    others = [
-        asyncio.create_task(_fetch_window(how, account, w, now, gate, give_up_at)) for w in more
+    tasks = [
+        asyncio.create_task(_fetch_window(how, account, window, now, gate, give_up_at))
+        for window in account.windows
     ]
     try:
-        outcomes = [await _fetch_window(how, account, first, now, gate, give_up_at)]
-        for task in others:
-            outcomes.append(await task)
+        return list(await asyncio.gather(*tasks))
     except BaseException:
-        for task in others:
+        for task in tasks:  # gather cancels them when it is cancelled, not when one fails
             task.cancel()
         raise
-    return outcomes
 
 
 async def _fetch_window(

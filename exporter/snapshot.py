@@ -75,12 +75,9 @@ def next_snapshot(
 
     Counters add up every attempt and failure; a window that failed keeps its last figures
     (they go stale later, in the exposition); the account is up only if every window answered.
-    Unchanged labels and error counts keep the previous objects, so a poll leaves behind no new
-    long-lived objects but the snapshot itself.
     """
     windows = {w.name for w in account.windows}
-    figures = {p[0]: p for p in previous.packed_figures if p[0] in windows}
-    labels = previous.labels if previous.labels == account.labels else frozen(account.labels)
+    figures = {f.window: f for f in previous.figures if f.window in windows}
     errors = previous.errors_total
     requests = previous.requests_total
     dropped = 0
@@ -100,7 +97,7 @@ def next_snapshot(
             dropped = max(dropped, dropped_here)
             figures[outcome.window.name] = WindowFigures(
                 outcome.window.name, rows, result.fetched_at, outcome.date_from, outcome.date_to
-            ).pack()
+            )
         elif result.error is not None:
             failed.append(result.error)
     up = not failed
@@ -113,14 +110,14 @@ def next_snapshot(
     main_error = next((e for e in failed if not e.transient), failed[-1] if failed else None)
     return replace(
         previous,
-        labels=labels,
+        labels=frozen(account.labels),
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
         polled=True,
         up=up,
         active=active,
-        packed_figures=tuple(figures.values()),
+        figures=tuple(figures.values()),
         last_success=finished if up else previous.last_success,
         poll_duration=duration,
         last_error=main_error.reason if main_error else None,

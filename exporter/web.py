@@ -80,7 +80,6 @@ class Runtime:
     telemetry_path: str = "/metrics"
     clock: Callable[[], float] = time.time
     gzip: GzipCache = field(default_factory=GzipCache)
-    render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one refresh at a time
     guard: WebGuard | None = None  # --web.config.file: basic auth, headers, TLS reloads
     loop_lag: LoopLagMonitor | None = None  # --debug.loop-lag
     account_files: Callable[[], Iterable[FileLoad]] = tuple  # as last loaded (account_files:)
@@ -92,9 +91,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 async def metrics(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     exposition = rt.exposition
-    async with rt.render_lock:
-        for _ in exposition.refresh(rt.store, rt.clock()):
-            await asyncio.sleep(0)  # let polls and other requests run between steps
+    exposition.refresh(rt.store, rt.clock())
     tail = rt.self_metrics.render()
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
     if "gzip" in request.headers.get("Accept-Encoding", "").lower():
