@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from exporter import __version__, accountfiles, eventloop, logs
 from exporter.accountfiles import ConfigSource
+from exporter.cleartext import keys_in_clear, warn_keys_in_clear
 from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.flags import (
@@ -25,6 +26,7 @@ from exporter.flags import (
     parse_shard_flags,
     select_shard,
 )
+from exporter.listener import DEFAULT_LIMITS, ListenerLimits
 from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
@@ -56,6 +58,7 @@ class Options:
     shard_index: int
     web_config_file: str | None = None
     loop_lag_window: float = 0.0  # --debug.loop-lag; 0: not measured
+    listener: ListenerLimits = DEFAULT_LIMITS
     auto_reload_interval: float = DEFAULT_AUTO_RELOAD_INTERVAL  # 0: the files are not watched
 
 
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exporter-toolkit web configuration: TLS, basic auth, response headers; "
         "re-read when it changes (default: none, plain HTTP without authentication)",
     )
+    _add_listener_flags(parser)
     add(
         "--web.telemetry-path",
         dest="telemetry_path",
@@ -139,6 +143,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _add_listener_flags(parser: argparse.ArgumentParser) -> None:
+    """What the listener bounds (exporter/listener.py, SECURITY.md "Connection floods")."""
+    add = parser.add_argument
+    add(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        default="1m",
+        metavar="DURATION",
+        help="close a connection whose request line and headers have not all arrived within "
+        "DURATION of its opening (or of the first byte after a response); 0 turns it off "
+        "(default: %(default)s, as exporter-toolkit)",
+    )
+    add(
+        "--web.max-connections-per-client",
+        dest="max_per_client",
+        default=str(ListenerLimits.max_connections_per_client),
+        metavar="N",
+        help="open connections one client address may hold; more are closed at once; "
+        "0: no limit (default: %(default)s)",
+    )
+    add(
+        "--web.max-connections",
+        dest="max_connections",
+        default="auto",
+        metavar="N",
+        help="open client connections in all; more are closed at once; 0: no limit "
+        "(default: %(default)s, what the open-files limit leaves beside polling)",
+    )
+
+
 def parse_listen_address(text: str) -> tuple[str | None, int]:
     """``:9817`` (all interfaces), ``127.0.0.1:9817``, ``[::1]:9817``."""
     if text.startswith("["):
@@ -176,6 +210,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             raise UsageError(f"--debug.loop-lag: {exc}") from None
         if loop_lag_window < 0.1:
             raise UsageError("--debug.loop-lag: the window must be at least 100ms")
+    listener = _parse_listener_flags(args)
     try:
         auto_reload_interval = parse_duration(args.auto_reload_interval)
     except ValueError as exc:
@@ -199,8 +234,29 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         shard_index=index,
         web_config_file=args.web_config_file or None,
         loop_lag_window=loop_lag_window,
+        listener=listener,
         auto_reload_interval=auto_reload_interval,
     )
+
+
+def _count(flag: str, text: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"{flag} {text!r}: must be a whole number, 0 for no limit")
+    return int(text)
+
+
+def _parse_listener_flags(args: argparse.Namespace) -> ListenerLimits:
+    try:
+        deadline = parse_duration(args.read_header_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--web.read-header-timeout: {exc}") from None
+    if 0 < deadline < 1:
+        raise UsageError("--web.read-header-timeout: must be 0 (off) or at least 1s")
+    total = None
+    if args.max_connections != "auto":
+        total = _count("--web.max-connections", args.max_connections)
+    per_client = _count("--web.max-connections-per-client", args.max_per_client)
+    return ListenerLimits(deadline, per_client, total)
 
 
 def summary(config: Config, options: Options, source: ConfigSource | None = None) -> str:
@@ -237,6 +293,10 @@ def summary(config: Config, options: Options, source: ConfigSource | None = None
         if bad := [f.file for f in files if not f.ok]:
             lines.append(f"account files with problems: {', '.join(bad)}")
     lines.extend(f"warning: {w}" for w in config.warnings)
+    lines.extend(
+        f"warning: account {name}: its rest key is sent in clear to {host} (api.url is http://)"
+        for name, host in keys_in_clear(config).items()
+    )
     return "\n".join(lines)
 
 
@@ -281,6 +341,7 @@ async def run_daemon(
             shard_count=options.shard_count,
             web_config=web_config,
             loop_lag_window=options.loop_lag_window,
+            listener=options.listener,
             source=source,
             auto_reload_interval=options.auto_reload_interval,
         )
@@ -393,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "accounts": len(config.accounts),
                 },
             )
+        warn_keys_in_clear(config)
     try:
         if options.once:
             if config is None:  # --demo --once: poll the demo accounts once

@@ -144,10 +144,15 @@ _API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries", "prox
 _RETRY_KEYS = {"attempts", "initial_backoff", "max_backoff"}
 _POLLING_KEYS = {"interval", "jitter", "stale_after", "end_offset"}
 _ACCOUNT_KEYS = {
-    "name", "rest_key_env", "rest_key_file", "rest_key", "labels", "windows", "interval",
-    "stale_after", "timezone", "currency",
+    "name", "rest_key_env", "rest_key_file", "rest_key_credential", "rest_key", "labels",
+    "windows", "interval", "stale_after", "timezone", "currency",
 }  # fmt: skip
-_KEY_FIELDS = ("rest_key_env", "rest_key_file", "rest_key")
+# A systemd credential is read from $CREDENTIALS_DIRECTORY/<name>, set only under systemd.
+_NO_CREDENTIALS = (
+    "needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential=; "
+    "outside systemd use rest_key_file"
+)
+_KEY_FIELDS = ("rest_key_env", "rest_key_file", "rest_key_credential", "rest_key")
 
 
 def _windows(value: Any, path: str, problems: Problems) -> tuple[Window, ...] | None:
@@ -266,7 +271,7 @@ def _read_key(
     given = [k for k in _KEY_FIELDS if k in raw]
     if len(given) != 1:
         detail = "none is set" if not given else f"{' and '.join(given)} are all set"
-        problems.add(path, f"needs exactly one of rest_key_env, rest_key_file, rest_key ({detail})")
+        problems.add(path, f"needs exactly one of {', '.join(_KEY_FIELDS)} ({detail})")
         return None, ""
     kind = given[0]
     value = raw[kind]
@@ -285,7 +290,15 @@ def _read_key(
             problems.add(f"{path}.rest_key_env", f"environment variable {value} {state}")
             return None, ""
         return RestKey(secret.strip()), f"env {value}"
-    key_path = Path(value) if Path(value).is_absolute() else base / value
+    if kind == "rest_key_credential":  # systemd's LoadCredential=: a name, not a path
+        directory = env.get("CREDENTIALS_DIRECTORY", "")
+        if not directory or "/" in value or value in (".", ".."):
+            problem = "is not a credential name" if directory else _NO_CREDENTIALS
+            problems.add(f"{path}.rest_key_credential", problem)
+            return None, ""
+        key_path = Path(directory) / value
+    else:
+        key_path = Path(value) if Path(value).is_absolute() else base / value
     try:
         secret = key_path.read_text(encoding="utf-8").strip()
     except (OSError, ValueError) as exc:  # UnicodeDecodeError, or a NUL byte in the path
@@ -295,11 +308,13 @@ def _read_key(
             problem = f"cannot read {key_path}: not UTF-8 text"
         else:
             problem = "is not a valid path (it contains a NUL byte)"
-        problems.add(f"{path}.rest_key_file", problem)
+        problems.add(f"{path}.{kind}", problem)
         return None, ""
     if not secret:
-        problems.add(f"{path}.rest_key_file", f"{key_path} is empty")
+        problems.add(f"{path}.{kind}", f"{key_path} is empty")
         return None, ""
+    if kind == "rest_key_credential":
+        return RestKey(secret), f"credential {value}"
     return RestKey(secret), f"file {key_path}"
 
 

@@ -14,14 +14,17 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from aiohttp import web
 
-from exporter import __version__, eventloop
+from exporter import __version__, eventloop, openfiles
 from exporter.accountfiles import ConfigSource
+from exporter.cleartext import warn_keys_in_clear
 from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
 from exporter.config import Config
+from exporter.listener import DEFAULT_LIMITS, ConnectionGuard, ListenerLimits
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
@@ -32,6 +35,11 @@ from exporter.webconfig import WebConfig, WebGuard
 from exporter.yamlcheck import ConfigError
 
 log = logging.getLogger("exporter")
+
+# Connections the kernel completes before the server accepts them. Under a flood a full queue
+# drops a scraper's connection attempt (retried only after a second), so it is as deep as the
+# kernel allows by default (net.core.somaxconn caps it), as Go's net.Listen makes it.
+_BACKLOG = 4096
 
 DEMO_RELOAD = "demo mode: the built-in configuration has nothing to reload"
 
@@ -57,6 +65,7 @@ class Daemon:
         shard_count: int = 1,
         web_config: WebConfig | None = None,
         loop_lag_window: float = 0.0,
+        listener: ListenerLimits = DEFAULT_LIMITS,
         source: ConfigSource | None = None,
         auto_reload_interval: float = 0.0,
         clock: Clock | None = None,
@@ -93,7 +102,11 @@ class Daemon:
         )
         if source is not None:
             self.runtime.account_files = lambda: source.files
-        self._runner = web.AppRunner(make_app(self.runtime), access_log=None, handle_signals=False)
+        app = make_app(self.runtime)
+        self.listener = ConnectionGuard(listener, metrics=self.self_metrics)
+        self.listener.install(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._listening: asyncio.Server | None = None
         self._reload_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._lag_task: asyncio.Task[None] | None = None
@@ -108,9 +121,7 @@ class Daemon:
         await self._runner.setup()
         if self.runtime.loop_lag is not None:
             self._lag_task = asyncio.create_task(self.runtime.loop_lag.run())
-        host, port = self._listen
-        ssl_context = self.guard.ssl_context if self.guard is not None else None
-        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()
+        await self._listen_guarded()
         self._handle_signals()
         self.poller.start()
         if self.watcher is not None:
@@ -124,9 +135,38 @@ class Daemon:
                 "version": __version__,
                 "event_loop": eventloop.loop_name(),
                 "web_config": self.guard.config.describe() if self.guard is not None else "none",
+                "limits": self.listener.limits.describe(),
             },
         )
         return addresses
+
+    async def _listen_guarded(self) -> None:
+        # aiohttp's TCPSite cannot take a protocol factory of ours: the listening socket is
+        # made here, as TCPSite makes it, with aiohttp's web.Server behind the ConnectionGuard.
+        open_files = openfiles.raise_open_files_limit()
+        api = self.poller.config.api.max_concurrency
+        limits = self.listener.limits
+        if limits.max_connections is None:
+            room = open_files.room_for_clients(api)
+            limits = replace(limits, max_connections=0 if room is None else max(room, 1))
+            self.listener.limits = limits
+        openfiles.check_room(
+            open_files, api, limits.max_connections or limits.max_connections_per_client
+        )
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("the runner is not set up")
+        host, port = self._listen
+        ssl_context = self.guard.ssl_context if self.guard is not None else None
+        self._listening = await asyncio.get_running_loop().create_server(
+            self.listener.protocol_factory(server),
+            host,
+            port,
+            ssl=ssl_context,
+            backlog=_BACKLOG,
+            # The TLS handshake comes before the head: it gets the same deadline, as in Go.
+            ssl_handshake_timeout=(limits.read_header_timeout or None) if ssl_context else None,
+        )
 
     def _handle_signals(self) -> None:
         # Installed before the "listening" line: whoever waits for it may signal at once.
@@ -143,11 +183,9 @@ class Daemon:
     def addresses(self) -> list[str]:
         """``host:port`` (``[v6]:port``) of every socket the web server listens on."""
         out = []
-        for site in self._runner.sites:
-            server = getattr(site, "_server", None)
-            for sock in getattr(server, "sockets", None) or []:
-                host, port = sock.getsockname()[:2]
-                out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        for sock in self._listening.sockets if self._listening is not None else ():
+            host, port = sock.getsockname()[:2]
+            out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         return out
 
     async def wait(self) -> None:
@@ -177,6 +215,7 @@ class Daemon:
             return True, "configuration reloaded"
 
     async def _apply(self, new: Config) -> None:
+        old = self.poller.config
         current = self.poller.client
         client = None if current.serves(new.api) else TrafficSourceClient.for_api(new.api)
         current.timeout = new.api.timeout  # requests from now on; a new client has it too
@@ -189,6 +228,7 @@ class Daemon:
         self.self_metrics.reload_success_timestamp.set(time.time())
         for warning in new.warnings:
             log.warning(warning)
+        warn_keys_in_clear(new, old)
         detail = {k: ",".join(v) for k, v in changes.items() if v}
         log.info("configuration reloaded", extra=detail)
 
@@ -198,5 +238,7 @@ class Daemon:
             if task is not None:
                 task.cancel()
         await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
+        if self._listening is not None:
+            self._listening.close()  # no new connections; the runner closes the open ones
         await self._runner.cleanup()
         await asyncio.gather(*self._retiring, self.poller.close())

@@ -81,6 +81,22 @@ class SelfMetrics:
             "Unexpected errors inside the exporter while polling an account (bugs); see the logs.",
             registry=registry,
         )
+        self.http_connections_rejected = Counter(  # fed by the listener
+            "retargeting_exporter_http_connections_rejected",
+            "Client connections closed at once, unread, because a connection limit was reached: "
+            "per_client_limit (--web.max-connections-per-client) or max_connections "
+            "(--web.max-connections).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in HTTP_REJECT_REASONS:
+            self.http_connections_rejected.labels(reason)
+        self.http_header_timeouts = Counter(  # fed by the listener
+            "retargeting_exporter_http_header_timeouts",
+            "Client connections closed because their request line and headers had not all "
+            "arrived within --web.read-header-timeout.",
+            registry=registry,
+        )
         # Fed by the daemon: (file as its glob gave it, last load good) of each account file.
         self.account_files: Callable[[], Iterable[tuple[str, bool]]] = tuple
         registry.register(_AccountFiles(lambda: self.account_files()))
@@ -109,6 +125,10 @@ class SelfMetrics:
 
 
 LOOP_LAG = "retargeting_exporter_event_loop_lag_seconds"
+# Why the listener closed a connection at once: the label values of the rejected counter.
+HTTP_REJECT_REASONS = ("per_client_limit", "max_connections")
+
+
 ACCOUNT_FILE_OK = "retargeting_exporter_account_file_last_load_successful"
 
 

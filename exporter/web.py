@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -29,6 +30,47 @@ PROBE_PATHS = ("/-/healthy", "/-/ready")
 
 # Pieces smaller than this are compressed inline; larger ones in a thread (zlib frees the GIL).
 _INLINE_GZIP_BYTES = 256 * 1024
+_QVALUE = re.compile(r"(0(\.[0-9]{0,3})?|1(\.0{0,3})?)")
+
+
+def _accepted(header: str) -> dict[str, float]:
+    """Coding → q-value from an ``Accept-Encoding`` value (RFC 9110 §12.5.3); malformed parts
+    are skipped, and the first mention of a coding counts."""
+    codings: dict[str, float] = {}
+    for part in header.split(","):
+        coding, *params = (piece.strip() for piece in part.split(";"))
+        coding = coding.lower()
+        if coding == "x-gzip":  # RFC 9110 §8.4.1.3: the same as gzip
+            coding = "gzip"
+        q: float | None = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                value = value.strip()
+                q = float(value) if _QVALUE.fullmatch(value) else None
+        if coding and q is not None:
+            codings.setdefault(coding, q)
+    return codings
+
+
+def content_coding(accept_encoding: str | None) -> str:
+    """``gzip`` or ``identity``: what to send for a request's ``Accept-Encoding``.
+
+    No header: identity. Otherwise the coding with the higher q-value, gzip on a tie; ``*``
+    stands for every coding not named. When neither is acceptable (``gzip;q=0, identity;q=0``
+    or ``*;q=0``), identity all the same, as Prometheus' Go client does: RFC 9110 allows that
+    or a 406, and an exposition nobody can read helps no one.
+    """
+    if accept_encoding is None:
+        return "identity"
+    codings = _accepted(accept_encoding)
+    star = codings.get("*")
+    gzip_q = codings.get("gzip", star if star is not None else 0.0)
+    # identity is acceptable unless excluded by name or by "*;q=0" (RFC 9110 §12.5.3).
+    identity_q = codings.get("identity", star if star is not None else 1.0)
+    if gzip_q > 0 and gzip_q >= identity_q:
+        return "gzip"
+    return "identity"
 
 
 class GzipCache:
@@ -94,7 +136,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     exposition.refresh(rt.store, rt.clock())
     tail = rt.self_metrics.render()
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
-    if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+    if content_coding(request.headers.get("Accept-Encoding")) == "gzip":
         body = await rt.gzip.compress(exposition.version, exposition.chunks(), tail)
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)

@@ -32,19 +32,27 @@ from exporter.yamlcheck import ConfigError, Problems, kind, mapping, read_yaml_f
 
 log = logging.getLogger(__name__)
 
-# client_auth_type → what the server asks of clients. Python's ssl module verifies every
-# certificate it requests, so "RequestClientCert" (ask, never check) is served as NoClientCert —
-# an unchecked certificate grants nothing here either — and "RequireAnyClientCert" (demand one,
-# never check it) cannot be offered at all.
+# client_auth_type → what the server asks of clients, for the types Python's ssl module can
+# serve with the toolkit's meaning. It verifies every certificate it asks for, so the two that
+# ask without verifying are refused (their meaning and a replacement in _REFUSED_CLIENT_AUTH).
 CLIENT_AUTH_TYPES: Mapping[str, ssl.VerifyMode] = MappingProxyType(
     {
         "NoClientCert": ssl.CERT_NONE,
-        "RequestClientCert": ssl.CERT_NONE,
         "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
         "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
     }
 )
-_UNSUPPORTED_CLIENT_AUTH = ("RequireAnyClientCert", "RequireClientCert")
+_REFUSED_CLIENT_AUTH: Mapping[str, str] = MappingProxyType(
+    {
+        "RequestClientCert": "ask for a certificate, never check it; use NoClientCert, or "
+        "VerifyClientCertIfGiven with client_ca_file",
+        "RequireAnyClientCert": "demand a certificate, never check it; use "
+        "RequireAndVerifyClientCert with client_ca_file",
+        # The toolkit's older spelling of RequireAnyClientCert.
+        "RequireClientCert": "demand a certificate, never check it; use "
+        "RequireAndVerifyClientCert with client_ca_file",
+    }
+)
 TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = MappingProxyType(
     {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 )
@@ -170,12 +178,12 @@ def _parse_tls(value: Any, base: Path, problems: Problems) -> TlsServerConfig | 
             problems.add(f"tls_server_config.{name}", "is required to serve TLS")
     auth = raw.get("client_auth_type", "NoClientCert")
     where = "tls_server_config.client_auth_type"
-    if auth in _UNSUPPORTED_CLIENT_AUTH:
+    if auth in _REFUSED_CLIENT_AUTH:
+        meaning, _, instead = _REFUSED_CLIENT_AUTH[auth].partition("; ")
         problems.add(
             where,
-            f"{auth} (demand a certificate, never check it) cannot be offered: Python's TLS "
-            "library checks every certificate it asks for; use RequireAndVerifyClientCert "
-            "with client_ca_file",
+            f"{auth} ({meaning}) cannot be served: Python's ssl module verifies every client "
+            f"certificate it asks for; {instead}",
         )
     elif auth not in CLIENT_AUTH_TYPES:
         problems.add(where, f"{auth!r} is not one of {', '.join(CLIENT_AUTH_TYPES)}")
@@ -201,8 +209,15 @@ def _parse_tls(value: Any, base: Path, problems: Problems) -> TlsServerConfig | 
 
 def _parse_http(value: Any, problems: Problems) -> dict[str, str]:
     raw = mapping(value, "http_server_config", problems, _HTTP_KEYS, not_supported=_NOT_SUPPORTED)
-    if not isinstance(raw.get("http2", True), bool):
+    http2 = raw.get("http2", False)
+    if not isinstance(http2, bool):
         problems.add("http_server_config.http2", "must be true or false")
+    elif http2:
+        problems.add(
+            "http_server_config.http2",
+            "true cannot be served: the exporter's server (aiohttp) speaks HTTP/1.1 only; "
+            "set it to false or leave it out (scrapers fall back to HTTP/1.1)",
+        )
     headers = raw.get("headers")
     if headers is None:
         return {}

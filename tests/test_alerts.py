@@ -176,3 +176,25 @@ def test_example_config_scrapes_the_exporter_with_the_rules() -> None:
 def _seconds(duration: str) -> int:
     value, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()  # type: ignore[union-attr]
     return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def test_documented_runbook_rewrite_of_the_rules_file(tmp_path: Path) -> None:
+    """docs/alerting.md's command for the plain rules file, run as written (into tmp_path)."""
+    docs = (REPO / "docs" / "alerting.md").read_text(encoding="utf-8")
+    installed = "/etc/prometheus/rules/retargeting.yml"
+    (command,) = [line.strip() for line in docs.splitlines() if line.strip().startswith("sed ")]
+    assert command.endswith(f"prometheus/alerts.yml > {installed}")
+    assert f"promtool check rules {installed}" in docs
+    base = re.search(r"\|(https://[^|]+)#\|' ", command)[1]  # type: ignore[index]
+    target = tmp_path / "retargeting.yml"
+    subprocess.run(
+        ["bash", "-c", command.replace(installed, str(target))], cwd=REPO, check=True, timeout=60
+    )
+    result = promtool("check", "rules", str(target))
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = load(ALERTS)
+    for group in expected["groups"]:
+        for rule in group["rules"]:
+            rule["annotations"]["runbook_url"] = f"{base}#{rule['alert'].lower()}"
+    assert load(target) == expected
+    assert RUNBOOK_URL.split("#")[0] not in target.read_text(encoding="utf-8")

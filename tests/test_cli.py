@@ -76,6 +76,10 @@ def test_version() -> None:
         (["--web.telemetry-path=/"], "--web.telemetry-path '/'"),
         (["--shard.count=2", "--shard.index=2"], "--shard.index must be from 0 to"),
         (["--demo", "--demo.interval=fast"], "--demo.interval: 'fast' is not a duration"),
+        (["--web.read-header-timeout=soon"], "--web.read-header-timeout: 'soon' is not a"),
+        (["--web.read-header-timeout=500ms"], "must be 0 (off) or at least 1s"),
+        (["--web.max-connections-per-client=-1"], "--web.max-connections-per-client '-1': must"),
+        (["--web.max-connections=many"], "--web.max-connections 'many': must be a whole number"),
     ],
 )
 def test_bad_flags_exit_2_without_traceback(args: list[str], message: str) -> None:

@@ -203,16 +203,16 @@ BAD_CONFIGS = [
     pytest.param(
         {"accounts": [{"name": "a"}]},
         [
-            "accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, rest_key "
-            "(none is set)"
+            "accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, "
+            "rest_key_credential, rest_key (none is set)"
         ],
         id="no-key",
     ),
     pytest.param(
         {"accounts": [{"name": "a", "rest_key_env": "SHOP_A_KEY", "rest_key": "x"}]},
         [
-            "accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, rest_key "
-            "(rest_key_env and rest_key are all set)"
+            "accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, "
+            "rest_key_credential, rest_key (rest_key_env and rest_key are all set)"
         ],
         id="two-keys",
     ),
@@ -650,3 +650,44 @@ def test_a_proxy_password_in_a_world_readable_file_warns(tmp_path: Path) -> None
     path.write_text(yaml.safe_dump(minimal(api={"proxy_url": "http://proxy.example:3128"})))
     path.chmod(0o644)
     assert load_config(path, env=ENV).warnings == ()
+
+
+def test_a_key_from_a_systemd_credential(tmp_path: Path) -> None:
+    """LoadCredential=NAME:PATH puts the key at $CREDENTIALS_DIRECTORY/NAME; the config names
+    NAME, so the same file works wherever systemd mounts the directory."""
+    (tmp_path / "shop-a").write_text("key-from-credential\n")
+    data = {"accounts": [{"name": "shop-a", "rest_key_credential": "shop-a"}]}
+    config = parse_config(data, env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    [account] = config.accounts
+    assert account.rest_key.reveal() == "key-from-credential"
+    assert account.key_source == "credential shop-a"
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "problem"),
+    [
+        pytest.param(
+            "shop-a",
+            {},
+            "needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit with LoadCredential=; "
+            "outside systemd use rest_key_file",
+            id="not-under-systemd",
+        ),
+        pytest.param("../shop-a", None, "is not a credential name", id="a-path"),
+        pytest.param("..", None, "is not a credential name", id="dot-dot"),
+        pytest.param(
+            "shop-b", None, "cannot read {dir}/shop-b: No such file or directory", id="missing"
+        ),
+        pytest.param("empty", None, "{dir}/empty is empty", id="empty"),
+    ],
+)
+def test_bad_credentials_are_named(
+    tmp_path: Path, name: str, env: dict[str, str] | None, problem: str
+) -> None:
+    (tmp_path / "shop-a").write_text("key")
+    (tmp_path / "empty").write_text("\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path)} if env is None else env
+    data = {"accounts": [{"name": "a", "rest_key_credential": name}]}
+    assert problems_of(data, env) == [
+        f"accounts[0] (a).rest_key_credential: {problem.format(dir=tmp_path)}"
+    ]

@@ -86,7 +86,8 @@ _KEYWORDS = frozenset(
     {"and", "or", "unless", "by", "without", "on", "ignoring", "offset", "bool", "inf", "nan"}
     | {"group_left", "group_right"}
 )
-_LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<expr>.+),\s*)?(?P<label>\w+)\s*\)\s*$")
+_LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<expr>.+),\s*)?(?P<label>\$?\w+)\s*\)\s*$")
+_LABEL_NAMES = re.compile(r"^\s*label_names\(\s*(?P<expr>.+)\s*\)\s*$")
 
 
 def metric_names(expr: str) -> set[str]:
@@ -104,11 +105,15 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
-def variable_query(variable: dict[str, Any]) -> tuple[str | None, str]:
-    """(series selector or None, label) of a `label_values(...)` variable query."""
+def variable_query(variable: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(series selector or None, label) of a `label_values(...)` variable query; the label is
+    None for a `label_names(...)` query, whose argument Grafana takes as a metric name regex."""
     query = variable["query"]
     if isinstance(query, dict):
         query = query["query"]
+    names = _LABEL_NAMES.match(query)
+    if names:
+        return names["expr"], None
     match = _LABEL_VALUES.match(query)
     assert match, f"variable {variable['name']}: not a label_values() query: {query!r}"
     return match["expr"], match["label"]
@@ -172,9 +177,12 @@ def test_every_query_uses_the_datasource_variable() -> None:
 
 def test_variables_for_account_source_and_window() -> None:
     vs = variables(dashboard := load_dashboard())
-    assert list(vs) == ["datasource", "job", "account", "source_name", "window"]
+    assert list(vs) == [
+        "datasource", "job", "label", "label_value", "account", "source_name", "window"
+    ]  # fmt: skip
     expected = {
         "job": ("job", False),
+        "label_value": ("$label", True),
         "account": ("account", True),
         "source_name": ("source_name", True),
         "window": ("window", False),
@@ -187,6 +195,17 @@ def test_variables_for_account_source_and_window() -> None:
         assert selector, f"{name}: label_values() without a metric scans every series"
         assert variable["multi"] is multi and variable["includeAll"] is multi, name
         assert variable["refresh"] == 2, f"{name}: refresh on time range change"
+    # Accounts are filtered by the labels users give them (retargeting_account_info): a label
+    # name, its values, and the accounts that have them.
+    # Grafana asks for the label names of {__name__=~".*<argument>.*"}: a name, no selector.
+    assert variable_query(vs["label"]) == ("retargeting_account_info", None)
+    assert vs["label"]["multi"] is False and vs["label"]["includeAll"] is False
+    assert vs["label"]["current"]["value"] == "account", "no filter unless one is chosen"
+    assert variable_query(vs["label_value"])[0] == 'retargeting_account_info{job=~"$job"}'
+    assert vs["label_value"]["allValue"] == ".*", "All keeps accounts without the label"
+    assert variable_query(vs["account"])[0] == (
+        'retargeting_account_info{job=~"$job", $label=~"$label_value"}'
+    )
     # Every selector filters on the variables that apply to it.
     for panel, target in panel_queries(dashboard):
         for metric, matchers in re.findall(r"([A-Za-z_:][\w:]*)\{([^{}]*)\}", target["expr"]):

@@ -176,36 +176,42 @@ def prometheus_config(exporter_address: str) -> dict[str, Any]:
     return config
 
 
+@contextlib.contextmanager
+def prometheus_stack(
+    tmp: Path, exporter_url: str, exporter: Started, config: dict[str, Any]
+) -> Iterator[Stack]:
+    """A real Prometheus (config written to ``tmp``) scraping ``exporter``; yields once the
+    exporter's target is up. Sending it SIGHUP reloads ``tmp / "prometheus.yml"``."""
+    path = tmp / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = free_port()
+    args = [
+        require_tool("prometheus"),
+        f"--config.file={path}",
+        f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    with started(args, tmp / "prometheus.log") as prometheus:
+        url = f"http://127.0.0.1:{port}"
+        stack = Stack(exporter_url, url, exporter, prometheus)
+        stack.wait(lambda: http_get(f"{url}/-/ready")[0] == 200, "Prometheus ready")
+
+        def target_up() -> bool:
+            targets = stack.api("targets")["activeTargets"]
+            return any(t["labels"]["job"] == "retargeting" and t["health"] == "up" for t in targets)
+
+        stack.wait(target_up, "the exporter target to be up")
+        yield stack
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus_bin = require_tool("prometheus")
+    require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("e2e")
     with demo_exporter(tmp) as (exporter_url, exporter):
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            yaml.safe_dump(prometheus_config(exporter_url.removeprefix("http://"))),
-            encoding="utf-8",
-        )
-        port = free_port()
-        args = [
-            prometheus_bin,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ]
-        with started(args, tmp / "prometheus.log") as prometheus:
-            url = f"http://127.0.0.1:{port}"
-            stack = Stack(exporter_url, url, exporter, prometheus)
-            stack.wait(lambda: http_get(f"{url}/-/ready")[0] == 200, "Prometheus ready")
-
-            def target_up() -> bool:
-                targets = stack.api("targets")["activeTargets"]
-                return any(
-                    t["labels"]["job"] == "retargeting" and t["health"] == "up" for t in targets
-                )
-
-            stack.wait(target_up, "the exporter target to be up")
+        config = prometheus_config(exporter_url.removeprefix("http://"))
+        with prometheus_stack(tmp, exporter_url, exporter, config) as stack:
             yield stack
 
 
@@ -235,41 +241,68 @@ def interpolate(text: str, values: dict[str, str]) -> str:
     return re.sub(r"\$(?:\{(?P<braced>\w+)\}|(?P<name>\w+))", replace, text)
 
 
-def resolve_variables(stack: Stack) -> dict[str, str]:
-    """Query each variable like Grafana does, select All (multi) or the default, in order."""
+def variable_options(stack: Stack, variable: dict[str, Any], resolved: dict[str, str]) -> list[str]:
+    """The options Grafana lists for a query variable, given the variables resolved before it."""
     now = time.time()
+    selector, label = variable_query(variable)
+    params = {"start": str(now - 7 * 86400), "end": str(now)}
+    if label is None:
+        # label_names(x): Grafana asks for the label names of the metrics whose name contains x.
+        params["match[]"] = f'{{__name__=~".*{selector}.*"}}'
+        found = stack.api("labels", **params)
+    else:
+        if selector:
+            params["match[]"] = interpolate(selector, resolved)
+        found = stack.api(f"label/{interpolate(label, resolved)}/values", **params)
+    if variable.get("regex"):
+        # Grafana's /regex/ keeps the options it matches (a capture group would replace them).
+        pattern = re.compile(variable["regex"].removeprefix("/").removesuffix("/"))
+        assert pattern.groups == 0, f"variable {variable['name']}: capture groups in its regex"
+        found = [value for value in found if pattern.search(value)]
+    return sorted(found)
+
+
+def resolve_variables(
+    stack: Stack, select: dict[str, list[str]] | None = None
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Query each variable like Grafana does, in order, and select the values in ``select``,
+    else All (multi) or the default. Returns the interpolation values and every variable's
+    options."""
     resolved = dict(GRAFANA_BUILTINS)
     options: dict[str, list[str]] = {}
     for name, variable in variables(load_dashboard()).items():
         if variable["type"] == "datasource":
             continue
-        selector, label = variable_query(variable)
-        params = {"start": str(now - 7 * 86400), "end": str(now)}
-        if selector:
-            params["match[]"] = interpolate(selector, resolved)
-        found = sorted(stack.api(f"label/{label}/values", **params))
+        found = variable_options(stack, variable, resolved)
         assert found, f"variable {name}: no values"
         options[name] = found
-        if variable.get("includeAll"):
-            chosen = found
+        if select and name in select:
+            assert set(select[name]) <= set(found), (name, select[name], found)
+            resolved[name] = format_value(variable, select[name])
+        elif variable.get("includeAll"):
+            # All: the variable's allValue as is, else every option.
+            all_value = variable.get("allValue")
+            resolved[name] = all_value if all_value else format_value(variable, found)
         else:
             default = variable.get("current", {}).get("value")
-            chosen = [default] if default in found else found[:1]
-        resolved[name] = format_value(variable, chosen)
-    assert options["job"] == ["retargeting"]
-    assert set(options["account"]) == HEALTHY_ACCOUNTS | FAILING_ACCOUNTS
-    assert {"Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups"} <= set(
-        options["source_name"]
-    )
-    assert options["window"] == ["24h", "30d", "today"]
-    return resolved
+            resolved[name] = format_value(variable, [default] if default in found else found[:1])
+    return resolved, options
 
 
 # --- tests ----------------------------------------------------------------------------------------
 
 
 def test_every_dashboard_query_runs_and_shows_data(stack: Stack) -> None:
-    values = resolve_variables(stack)
+    values, options = resolve_variables(stack)
+    assert options["job"] == ["retargeting"]
+    # The account label filter offers the labels the demo gives its accounts, and `account`.
+    assert options["label"] == ["account", "plan", "team"]
+    assert set(options["label_value"]) == HEALTHY_ACCOUNTS | FAILING_ACCOUNTS
+    assert set(options["account"]) == HEALTHY_ACCOUNTS | FAILING_ACCOUNTS
+    assert {"Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups"} <= set(
+        options["source_name"]
+    )
+    assert options["window"] == ["24h", "30d", "today"]
     queries = []
     for panel, target in panel_queries(load_dashboard()):
         expr = interpolate(target["expr"], values)
@@ -304,6 +337,35 @@ def test_every_dashboard_query_runs_and_shows_data(stack: Stack) -> None:
     # An increase() needs two scrapes that saw the counter grow.
     stack.wait(lambda: _scalar(stack, by_title["Invalid keys"]) == 1, "Invalid keys to show 1")
     assert 0 < _scalar(stack, by_title["CTR"]) < 1
+
+
+@pytest.mark.parametrize(
+    ("values", "accounts"),
+    [
+        (["emea"], {"demo-fashion", "demo-electronics"}),
+        (["americas", "apac"], {"demo-garden", "demo-inactive", "demo-revoked"}),
+    ],
+)
+def test_account_labels_filter_every_per_account_panel(
+    stack: Stack, values: list[str], accounts: set[str]
+) -> None:
+    """Filter by the demo's `team` label: only its accounts remain, in every panel."""
+    resolved, options = resolve_variables(stack, select={"label": ["team"], "label_value": values})
+    assert options["label_value"] == ["americas", "apac", "emea"]
+    assert set(options["account"]) == accounts
+    seen: set[str] = set()
+    by_title = {}
+    for panel, target in panel_queries(load_dashboard()):
+        expr = interpolate(target["expr"], resolved)
+        by_title.setdefault(panel["title"], expr)
+        for sample in stack.api("query", query=expr)["result"]:
+            if "account" in sample["metric"]:
+                seen.add(sample["metric"]["account"])
+    assert seen == accounts, "per-account panels show exactly the filtered accounts"
+    up = accounts & HEALTHY_ACCOUNTS
+    assert _scalar(stack, by_title["Accounts up"]) == len(up)
+    assert _scalar(stack, by_title["Accounts down"]) == len(accounts - up)
+    assert _scalar(stack, by_title["Inactive accounts"]) == len(accounts & {"demo-inactive"})
 
 
 def _scalar(stack: Stack, expr: str) -> float:

@@ -973,6 +973,28 @@ def test_main_serves_until_interrupted_and_writes_its_record(tmp_path: Path) -> 
     assert float(lines[0][0]) <= float(lines[1][0])
 
 
+def test_main_with_a_fault_misbehaves_on_every_request() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "exporter.fakeapi", "--port", str(port)]
+    command += ["--fault", "something_went_wrong"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            assert "4 accounts" in process.stdout.readline()  # the demo ones
+            url = f"http://127.0.0.1:{port}{ENDPOINT_PATH}?rest_key=demo-key-fashion"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = json.loads(response.read())
+            assert body == {"status": "error", "message": "Something went wrong"}
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
 def test_a_record_needs_a_single_worker() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--port", "8080", "--workers", "2", "--record", "/dev/null"])
@@ -1022,6 +1044,9 @@ def _zombie(pid: int) -> bool:
 def test_main_rejects_bad_flags() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--latency", "-1"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--fault", "no_such_fault"])
     assert exit_info.value.code == 2
     for flags in (["--workers", "0", "--port", "1"], ["--workers", "2", "--port", "0"]):
         with pytest.raises(SystemExit) as exit_info:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from test_account_files import SecretVolume
+from test_alerts import RUNBOOK_URL
 from test_dockerfile import config_file_path, dockerfile, image_user
 from tooling import REPO, missing
 
@@ -161,6 +162,7 @@ BAD_VALUES: list[tuple[Obj, str]] = [
     ({"config": {"api": {"proxy_url": "https://proxy.example:3128"}}}, "/config/api/proxy_url"),
     ({"image": {"digest": "latest"}}, "/image/digest"),
     ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+    ({"prometheusRule": {"runbookBaseUrl": "wiki/runbook.md"}}, "/prometheusRule/runbookBaseUrl"),
 ]
 
 
@@ -256,8 +258,9 @@ def test_config_schema_knows_exactly_the_loaders_keys() -> None:
     assert set(api["retries"]["properties"]) == loader._RETRY_KEYS
     assert set(config["properties"]["polling"]["properties"]) == loader._POLLING_KEYS
     account = config["properties"]["accounts"]["items"]["properties"]
-    # A literal rest_key would sit in a ConfigMap: the chart accepts keys only from Secrets.
-    assert set(account) == loader._ACCOUNT_KEYS - {"rest_key"}
+    # A literal rest_key would sit in a ConfigMap: the chart accepts keys only from Secrets;
+    # rest_key_credential names a systemd credential, which a pod does not have.
+    assert set(account) == loader._ACCOUNT_KEYS - {"rest_key", "rest_key_credential"}
 
 
 # --- Kubernetes and Prometheus Operator schemas ------------------------------------------------
@@ -330,6 +333,25 @@ def test_prometheus_rule_is_exactly_the_alert_rules_file() -> None:
     expected = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
     assert rule["spec"] == {"groups": expected["groups"]}
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.mark.parametrize("trailing", ["", "#"])
+def test_runbook_links_follow_the_configured_base(trailing: str) -> None:
+    base = "https://wiki.example.com/ops/retargeting"
+    values = scenario_values("monitoring-values.yaml")
+    values["prometheusRule"]["runbookBaseUrl"] = base + trailing
+    rule = one(render(values), "PrometheusRule")
+    expected = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    for group in expected:
+        for alert in group["rules"]:
+            alert["annotations"]["runbook_url"] = f"{base}#{alert['alert'].lower()}"
+    assert rule["spec"] == {"groups": expected}
+
+
+def test_default_runbook_base_is_this_repositorys_runbook() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert values["prometheusRule"]["runbookBaseUrl"] + "#" == RUNBOOK_URL
+    assert RUNBOOK_URL.endswith("/docs/runbook.md#")
 
 
 def test_dashboard_configmap_is_exactly_the_dashboard_file() -> None:

@@ -122,6 +122,54 @@ async def test_metrics_plain_and_gzip(client: Client, runtime: Runtime) -> None:
         assert value not in text
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "coding"),
+    [
+        (None, "identity"),  # no header at all
+        ("", "identity"),  # an empty header: only identity is acceptable
+        ("gzip", "gzip"),
+        ("GZip, deflate, br", "gzip"),
+        ("x-gzip", "gzip"),
+        ("gzip;q=0", "identity"),
+        ("gzip; q=0.000", "identity"),
+        ("gzip;q=0.5, identity", "identity"),  # identity preferred by q-value
+        ("identity;q=0.5, gzip;q=0.8", "gzip"),
+        ("gzip;q=0.5, identity;q=0.5", "gzip"),  # a tie: the smaller body
+        ("deflate, br", "identity"),  # nothing we can compress with
+        ("*", "gzip"),
+        ("*;q=0.3, identity;q=0.9", "identity"),
+        ("*;q=0, identity", "identity"),
+        ("br, *;q=0.1", "gzip"),  # gzip is "any other coding"
+        ("gzip;q=0, *", "identity"),  # named beats "*"
+        ("gzip;q=2, identity;q=0.1", "identity"),  # a malformed q-value: that entry is ignored
+        ("gzip;q=abc", "identity"),
+        # Nothing acceptable at all: answered uncompressed rather than 406.
+        ("gzip;q=0, identity;q=0", "identity"),
+        ("*;q=0", "identity"),
+    ],
+)
+async def test_accept_encoding_q_values_are_honoured(
+    client: Client, runtime: Runtime, accept_encoding: str | None, coding: str
+) -> None:
+    await runtime.poller.poll_all_once()
+    headers = {} if accept_encoding is None else {"Accept-Encoding": accept_encoding}
+    response = await client.get(
+        "/metrics",
+        headers=headers,
+        auto_decompress=False,
+        skip_auto_headers=["Accept-Encoding"],
+    )
+    assert response.status == 200
+    assert response.headers["Vary"] == "Accept-Encoding"
+    body = await response.read()
+    if coding == "gzip":
+        assert response.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(body)
+    else:
+        assert "Content-Encoding" not in response.headers
+    assert b'retargeting_up{account="good"} 1' in body
+
+
 async def test_gzip_cache_output_is_one_valid_member() -> None:
     cache = GzipCache()
     body = b"x" * 300_000 + b"\n"  # large enough to be compressed in a thread

@@ -197,7 +197,7 @@ def test_a_full_config_parses_with_paths_relative_to_the_file(pki: Pki, tmp_path
                 "min_version": "TLS13",
             },
             "http_server_config": {
-                "http2": True,
+                "http2": False,
                 "headers": {"X-Frame-Options": "deny", "Strict-Transport-Security": "max-age=60"},
             },
             "basic_auth_users": {USER: hashed(PASSWORD)},
@@ -275,13 +275,26 @@ GOOD_HASH = "$2b$04$9GNUaPdgKJv0EZDnccR5aOn2dgj6I7BhR7CprLM5LimOuFwzF99DG"
         (
             {"tls_server_config": {"cert_file": "c", "key_file": "k", "client_auth_type": "Any"}},
             ["tls_server_config.client_auth_type: 'Any' is not one of NoClientCert, "
-             "RequestClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"],
+             "VerifyClientCertIfGiven, RequireAndVerifyClientCert"],
         ),
         (
             {"tls_server_config": {"cert_file": "c", "key_file": "k",
                                    "client_auth_type": "RequireAnyClientCert"}},
             ["tls_server_config.client_auth_type: RequireAnyClientCert (demand a certificate, "
-             "never check it) cannot be offered"],
+             "never check it) cannot be served: Python's ssl module verifies every client "
+             "certificate it asks for; use RequireAndVerifyClientCert with client_ca_file"],
+        ),
+        (
+            {"tls_server_config": {"cert_file": "c", "key_file": "k",
+                                   "client_auth_type": "RequestClientCert"}},
+            ["tls_server_config.client_auth_type: RequestClientCert (ask for a certificate, never "
+             "check it) cannot be served: Python's ssl module verifies every client certificate "
+             "it asks for; use NoClientCert, or VerifyClientCertIfGiven with client_ca_file"],
+        ),
+        (
+            {"http_server_config": {"http2": True}},
+            ["http_server_config.http2: true cannot be served: the exporter's server (aiohttp) "
+             "speaks HTTP/1.1 only; set it to false or leave it out"],
         ),
         (
             {"tls_server_config": {"cert_file": "c", "key_file": "k",
@@ -572,6 +585,16 @@ async def test_client_certificate_checked_if_given(
     assert (await status(http, served.url("/-/healthy"), ssl_context=valid))[0] == 503
 
 
+async def test_no_client_cert_never_asks_for_one(
+    pki: Pki, tmp_path: Path, serve: ServeFn, http: aiohttp.ClientSession
+) -> None:
+    served = await serve(tls_auth_config(pki, tmp_path, client_auth_type="NoClientCert"))
+    stranger = Pki(stranger_dir(tmp_path), "stranger-ca").issue("stranger", server=False)
+    for context in (client_context(pki), client_context(pki, stranger)):
+        # Not asked for, so a certificate nobody could verify is no obstacle either.
+        assert (await status(http, served.url("/-/healthy"), ssl_context=context))[0] == 503
+
+
 async def test_min_version_refuses_older_clients(
     pki: Pki, tmp_path: Path, serve: ServeFn, http: aiohttp.ClientSession
 ) -> None:
@@ -735,6 +758,13 @@ async def test_basic_auth_without_tls_and_auth_turned_on_at_runtime(
             "  - tls_server_config.cert_file: cannot read",
         ),
         ("tls_server_config: [\n", "  - line 2, column 1: "),
+        (
+            "tls_server_config: {cert_file: a.crt, key_file: a.key, "
+            "client_auth_type: RequestClientCert}\n",
+            "  - tls_server_config.client_auth_type: RequestClientCert (ask for a certificate, "
+            "never check it) cannot be served",
+        ),
+        ("http_server_config: {http2: true}\n", "  - http_server_config.http2: true cannot be"),
     ],
 )
 def test_an_invalid_web_config_exits_2_with_a_clear_message(
@@ -948,3 +978,56 @@ async def test_prometheus_scrapes_over_https_with_basic_auth_and_a_client_certif
     log = "".join(exporter.log)
     assert 'msg="web configuration reloaded"' in log
     assert "rotated-pass" not in log and PASSWORD not in log
+
+
+async def test_tls_handshake_and_request_head_share_the_header_deadline(
+    pki: Pki, tmp_path: Path
+) -> None:
+    server = pki.issue("server")
+    web_yml = write_web_config(
+        tmp_path / "web.yml",
+        {"tls_server_config": {"cert_file": str(server.cert), "key_file": str(server.key)}},
+    )
+    (port,) = free_ports(1)
+    exporter = await spawn(
+        *EXE,
+        "--demo",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.config.file={web_yml}",
+        "--web.read-header-timeout=1s",
+    )
+    try:
+        await eventually(
+            lambda: asyncio.sleep(0, any("msg=listening" in line for line in exporter.log)),
+            "the exporter listening",
+            timeout=30,
+        )
+
+        async def closed(reader: asyncio.StreamReader) -> bool:
+            # Without the deadline these would stay open for a minute (the TLS handshake) or
+            # an hour (aiohttp's keep-alive): 20 s tells the two apart on any machine.
+            try:
+                return await asyncio.wait_for(reader.read(1), 20) == b""
+            except (ConnectionError, ssl.SSLError):
+                return True
+
+        # No handshake at all: a TCP connection that never says hello.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed(reader)
+        writer.close()
+        # A handshake, then half a request head.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost"
+        )
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+        assert await closed(reader)
+        writer.close()
+        # A whole request is answered as ever.
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(pki), server_hostname="localhost"
+        )
+        writer.write(b"GET /-/healthy HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 20)).startswith(b"HTTP/1.1 ")
+        writer.close()
+    finally:
+        await exporter.stop()

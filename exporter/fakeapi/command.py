@@ -1,8 +1,10 @@
 """``python -m exporter.fakeapi``: serve the fake vendor API until interrupted.
 
 The demo accounts by default, or ``--accounts N`` generated ones for benchmarks, from one
-process or ``--workers N`` processes sharing the port. ``--record FILE`` writes, when stopped,
-one line per request answered (:func:`record_line`): the benchmarks read them back.
+process or ``--workers N`` processes sharing the port; ``--fault NAME`` makes every answer
+misbehave (a vendor error, a rate limit, a hang, a malformed body) to try an exporter on.
+``--record FILE`` writes, when stopped, one line per request answered (:func:`record_line`):
+the benchmarks read them back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from exporter import eventloop
 from exporter.fakeapi.accounts import FakeAccount, demo_accounts, generated_accounts
+from exporter.fakeapi.faults import Fault
 from exporter.fakeapi.figures import traffic_rows
 from exporter.fakeapi.server import FakeApi, RecordedRequest
 
@@ -34,6 +37,7 @@ async def _serve(
     latency: float,
     reuse_port: bool,
     record: Path | None,
+    fault: Fault | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -42,6 +46,7 @@ async def _serve(
             loop.add_signal_handler(signum, stop.set)
     # Without --record nobody reads the records, and a long run would only grow them.
     fake = FakeApi(accounts, latency=latency, record_requests=record is not None)
+    fake.set_fault(fault)
     # A real vendor does not work out an account's figures afresh on its first request: fill
     # the per-account caches now, and freeze them, so that a benchmark's first cycle does not
     # measure the fake warming up.
@@ -90,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="when stopped, write one line per request answered: time key status",
     )
+    parser.add_argument(
+        "--fault",
+        type=Fault,
+        choices=list(Fault),
+        metavar="NAME",
+        help="misbehave on every request, with the fault's default parameters: " + ", ".join(Fault),
+    )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -116,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         reuse = args.workers > 1 or args.reuse_port
-        eventloop.run(_serve(accounts, args.host, args.port, args.latency, reuse, args.record))
+        eventloop.run(
+            _serve(accounts, args.host, args.port, args.latency, reuse, args.record, args.fault)
+        )
     except KeyboardInterrupt:
         pass
     except OSError as exc:
