@@ -126,11 +126,6 @@ class Config:
     account_files: tuple[str, ...] = ()  # glob patterns, relative to the config file's folder
     defaults: AccountDefaults = field(default_factory=AccountDefaults)
 
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        """Every configured account label name, sorted (the extra labels of ``account_info``)."""
-        return tuple(sorted({k for a in self.accounts for k in a.labels}))
-
     def secrets(self) -> list[str]:
         """Every secret the log redactor must hide: the rest keys and the proxy password."""
         keys = [a.rest_key.reveal() for a in self.accounts]

@@ -22,7 +22,7 @@ from exporter import __version__, eventloop, openfiles
 from exporter.accountfiles import ConfigSource
 from exporter.cleartext import warn_keys_in_clear
 from exporter.client import TrafficSourceClient
-from exporter.clock import Clock, as_clock
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config
 from exporter.listener import DEFAULT_LIMITS, ConnectionGuard, ListenerLimits
 from exporter.looplag import LoopLagMonitor
@@ -81,7 +81,7 @@ class Daemon:
         self.self_metrics.reload_success_timestamp.set(time.time())
         if source is not None:
             self.self_metrics.account_files = lambda: [(f.file, f.ok) for f in source.files]
-        clock = as_clock(clock)
+        clock = clock or SYSTEM_CLOCK
         self.watcher = None
         if source is not None and load is not None and auto_reload_interval > 0:
             self.watcher = ConfigWatcher(auto_reload_interval, source.changed, self.reload, clock)

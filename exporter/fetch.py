@@ -12,13 +12,14 @@ one client), so a retry after a reload goes through the new client.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple, Protocol
 
-from exporter.clock import SYSTEM_CLOCK, Clock, as_clock
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import AccountConfig, RestKey, RetryConfig
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.traffic import TrafficRow
@@ -70,31 +71,48 @@ ClientProvider = Callable[[], Fetcher]  # the client to send an attempt through,
 
 
 class RequestLimit:
-    """At most ``size`` requests under way at once, for the whole process.
+    """At most ``size`` requests under way at once, for the whole process; waiters go in turn.
 
     One object for the life of the poller: a reload resizes it in place, so requests started
-    under the old size and those under the new one are counted together, never side by side.
+    under the old size and those under the new one are counted together, never side by side
+    (``asyncio.Semaphore`` cannot be resized; replacing it would let both run at once).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._in_use = 0
-        self._freed = asyncio.Event()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def resize(self, size: int) -> None:
         """The new bound: no request starts while ``size`` or more are under way."""
         self.size = size
-        self._freed.set()  # a larger size may let waiting requests go now
+        self._admit()
+
+    def _admit(self) -> None:
+        """Let waiters in, first come first served, while there is room."""
+        while self._waiters and self._in_use < self.size:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter has left
+                self._in_use += 1  # counted for it now: its slot is taken, none other can be
+                waiter.set_result(None)
 
     async def __aenter__(self) -> None:
-        while self._in_use >= self.size:
-            self._freed.clear()
-            await self._freed.wait()
-        self._in_use += 1
+        if self._in_use < self.size and not self._waiters:
+            self._in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # let in, then cancelled: give back
+                self._in_use -= 1
+                self._admit()
+            raise
 
     async def __aexit__(self, *_: object) -> None:
         self._in_use -= 1
-        self._freed.set()
+        self._admit()
 
 
 def backoff(retries: RetryConfig, attempt: int, rng: random.Random) -> float:
@@ -112,7 +130,7 @@ async def fetch_with_retries(
     retries: RetryConfig,
     limit: AbstractAsyncContextManager[object],
     give_up_at: float,
-    clock: Clock | Callable[[], float],
+    clock: Clock,
     rng: random.Random,
     gate: RetryAfterGate | None = None,
 ) -> FetchResult:
@@ -123,9 +141,8 @@ async def fetch_with_retries(
     (the process-wide concurrency limit), ``Retry-After`` is honoured
     (no request is sent before it has elapsed; pass one ``gate`` for all requests of an account),
     permanent errors are not retried, and no retry starts after ``give_up_at`` (on the clock's
-    ``monotonic()``). ``clock`` may be a bare wall-time function: the real clock with that wall.
+    ``monotonic()``).
     """
-    clock = as_clock(clock)
     gate = gate or RetryAfterGate(clock)
     failures: list[ApiErrorReason] = []
     error: ApiError | None = None

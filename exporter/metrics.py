@@ -180,6 +180,10 @@ class _Rendered:
     deadline: float | None  # when some of those figures turn stale
 
 
+# Accounts rendered between two chances for the event loop to run (a few milliseconds).
+RENDERS_PER_STEP = 50
+
+
 class AccountsExposition:
     """Caches every account's rendered part; serves them joined, one family at a time.
 
@@ -198,12 +202,19 @@ class AccountsExposition:
         self._valid_until = float("-inf")
         self.version = 0
 
-    def refresh(self, store: SnapshotStore, now: float) -> None:
-        """Bring the cached parts up to date with ``store`` at ``now``."""
+    def refresh(self, store: SnapshotStore, now: float) -> Iterator[None]:
+        """Bring the cached parts up to date with ``store`` at ``now``.
+
+        A generator: it yields after every ``RENDERS_PER_STEP`` accounts it renders, for a caller
+        on an event loop to let other tasks run (at start-up, thousands of accounts change
+        between two scrapes). The new parts replace the old ones at the end, all at once.
+        """
         if store.generation == self._generation and now < self._valid_until:
             return
+        generation = store.generation  # the store may change while this yields
         recheck = now >= self._valid_until  # some figures may have turned stale since
         parts: dict[str, _Rendered] = {}
+        rendered = 0
         for snapshot in store.snapshots():
             cached = self._parts.get(snapshot.name)
             if cached is None or cached.snapshot is not snapshot or recheck:
@@ -211,9 +222,12 @@ class AccountsExposition:
                 if cached is None or cached.snapshot is not snapshot or cached.visible != visible:
                     blocks = tuple(block.encode() for block in render_account(snapshot, now))
                     cached = _Rendered(snapshot, visible, blocks, snapshot.stale_deadline(now))
+                    rendered += 1
+                    if rendered % RENDERS_PER_STEP == 0:
+                        yield
             parts[snapshot.name] = cached
         self._parts = parts
-        self._generation = store.generation
+        self._generation = generation
         deadlines = [p.deadline for p in parts.values() if p.deadline is not None]
         self._valid_until = min(deadlines, default=float("inf"))
         self.version += 1
@@ -233,7 +247,8 @@ class AccountsExposition:
 
     def render(self, store: SnapshotStore, now: float) -> bytes:
         """The accounts' exposition in one piece (``--once`` and tests)."""
-        self.refresh(store, now)
+        for _ in self.refresh(store, now):
+            pass
         return b"".join(self.chunks())
 
 

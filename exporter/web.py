@@ -122,6 +122,7 @@ class Runtime:
     telemetry_path: str = "/metrics"
     clock: Callable[[], float] = time.time
     gzip: GzipCache = field(default_factory=GzipCache)
+    render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one refresh at a time
     guard: WebGuard | None = None  # --web.config.file: basic auth, headers, TLS reloads
     loop_lag: LoopLagMonitor | None = None  # --debug.loop-lag
     account_files: Callable[[], Iterable[FileLoad]] = tuple  # as last loaded (account_files:)
@@ -133,7 +134,9 @@ RUNTIME = web.AppKey("runtime", Runtime)
 async def metrics(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     exposition = rt.exposition
-    exposition.refresh(rt.store, rt.clock())
+    async with rt.render_lock:
+        for _ in exposition.refresh(rt.store, rt.clock()):
+            await asyncio.sleep(0)  # let polls and other requests run between steps
     tail = rt.self_metrics.render()
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
     if content_coding(request.headers.get("Accept-Encoding")) == "gzip":
@@ -153,7 +156,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 async def healthy(request: web.Request) -> web.Response:
     if request.app[RUNTIME].poller.healthy():
         return web.Response(text="Healthy.\n")
-    return web.Response(status=503, text="Unhealthy: a poll loop has stopped.\n")
+    return web.Response(status=503, text="Unhealthy: the poll scheduler has stopped.\n")
 
 
 async def ready(request: web.Request) -> web.Response:

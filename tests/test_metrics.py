@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.errors import ApiErrorReason
 from exporter.metrics import (
     METRIC_NAMES,
+    RENDERS_PER_STEP,
     AccountsExposition,
     escape,
     number,
@@ -155,6 +156,21 @@ def test_number(value: float, text: str) -> None:
 
 def test_escape() -> None:
     assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+
+
+def test_a_poll_stored_while_rendering_is_in_the_next_scrape() -> None:
+    # Many changed accounts are rendered in steps (the web handler lets polls run between
+    # them): a snapshot stored during a step must not be lost for the scrapes after it.
+    store = SnapshotStore([healthy(f"shop-{i:03d}") for i in range(3 * RENDERS_PER_STEP)])
+    exposition = AccountsExposition()
+    steps = exposition.refresh(store, NOW)
+    next(steps)
+    store.put(healthy("shop-000", requests_total=11))
+    for _ in steps:
+        pass
+    text = exposition.render(store, NOW)
+    assert b'retargeting_api_requests_total{account="shop-000"} 11' in text
+    assert text == AccountsExposition().render(store, NOW)
 
 
 def test_chunks_come_one_family_at_a_time() -> None:

@@ -19,6 +19,7 @@ import exporter.poller
 from exporter.config import Config, parse_config
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.fakeapi import DOCUMENTED_SOURCES, AccountState, FakeAccount, FakeApi, Fault
+from exporter.fetch import RequestLimit
 from exporter.poller import Poller
 from exporter.schedule import phase
 from exporter.store import SnapshotStore
@@ -480,3 +481,25 @@ async def test_a_reload_changing_max_concurrency_never_lets_more_requests_run(
     assert counts[:settled] == sorted(counts[:settled], reverse=True)
     assert max(counts[settled:]) == 2 * after
     assert poller.ready()  # every account polled
+
+
+async def test_the_request_limit_lets_waiters_in_in_turn_and_survives_cancelling() -> None:
+    limit = RequestLimit(1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def request(name: str) -> None:
+        async with limit:
+            order.append(name)
+            await release.wait()
+
+    tasks = {n: asyncio.create_task(request(n)) for n in "abcd"}
+    await asyncio.sleep(0)
+    assert order == ["a"]
+    tasks["b"].cancel()  # gave up while waiting: takes no slot
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*(t for n, t in tasks.items() if n != "b"))
+    assert order == ["a", "c", "d"]
+    async with limit:  # every slot given back
+        pass
