@@ -211,12 +211,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         if loop_lag_window < 0.1:
             raise UsageError("--debug.loop-lag: the window must be at least 100ms")
     listener = _parse_listener_flags(args)
-    try:
-        auto_reload_interval = parse_duration(args.auto_reload_interval)
-    except ValueError as exc:
-        raise UsageError(f"--config.auto-reload-interval: {exc}") from None
-    if 0 < auto_reload_interval < 0.1:
-        raise UsageError("--config.auto-reload-interval: must be 0s (off) or at least 100ms")
+    auto_reload = _off_or_at_least("--config.auto-reload-interval", args.auto_reload_interval, 0.1)
     if args.demo and args.check:
         raise UsageError("--demo and --config.check cannot be combined")
     return Options(
@@ -235,7 +230,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         web_config_file=args.web_config_file or None,
         loop_lag_window=loop_lag_window,
         listener=listener,
-        auto_reload_interval=auto_reload_interval,
+        auto_reload_interval=auto_reload,
     )
 
 
@@ -245,13 +240,19 @@ def _count(flag: str, text: str) -> int:
     return int(text)
 
 
-def _parse_listener_flags(args: argparse.Namespace) -> ListenerLimits:
+def _off_or_at_least(flag: str, text: str, minimum: float) -> float:
+    """A duration flag whose 0 turns something off; any other value is at least ``minimum``."""
     try:
-        deadline = parse_duration(args.read_header_timeout)
+        seconds = parse_duration(text)
     except ValueError as exc:
-        raise UsageError(f"--web.read-header-timeout: {exc}") from None
-    if 0 < deadline < 1:
-        raise UsageError("--web.read-header-timeout: must be 0 (off) or at least 1s")
+        raise UsageError(f"{flag}: {exc}") from None
+    if 0 < seconds < minimum:
+        raise UsageError(f"{flag}: must be 0 (off) or at least {format_duration(minimum)}")
+    return seconds
+
+
+def _parse_listener_flags(args: argparse.Namespace) -> ListenerLimits:
+    deadline = _off_or_at_least("--web.read-header-timeout", args.read_header_timeout, 1.0)
     total = None
     if args.max_connections != "auto":
         total = _count("--web.max-connections", args.max_connections)

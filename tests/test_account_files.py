@@ -403,7 +403,7 @@ def test_the_auto_reload_interval_flag(flag: str | None, seconds: float) -> None
     ("flag", "message"),
     [
         ("10", "'10' is not a duration"),
-        ("50ms", "must be 0s (off) or at least 100ms"),
+        ("50ms", "must be 0 (off) or at least 100ms"),
     ],
 )
 def test_a_bad_auto_reload_interval_is_a_usage_error(
