@@ -112,6 +112,36 @@ async def test_changes_are_applied_at_the_next_check_and_touch_only_their_accoun
         await poller.stop()
 
 
+async def test_a_key_change_polls_at_once_even_while_a_poll_with_the_old_key_hangs(
+    tmp_path: Path, fake: FakeApi, clients: Clients
+) -> None:
+    fake.set_fault(Fault.HANG, key="key-x-1")  # shop-x's first poll never gets an answer
+    source = ConfigSource(folder_with_shops(tmp_path, fake.url), env=ENV)
+    config = source.load()
+    clock = FakeClock()
+    sent = RecordingClient(clients.for_api(config.api), clock, hanging=("key-x-1",))
+    store = SnapshotStore()
+    poller = Poller(config, sent, store, clock=clock)  # type: ignore[arg-type]
+
+    async def reload() -> None:
+        poller.apply(source.load())
+
+    watcher = asyncio.create_task(ConfigWatcher(10, source.changed, reload, clock).run())
+    t0 = clock.monotonic()
+    poller.start()
+    try:
+        await clock.advance(0)
+        assert sent.times("key-x-1") == [t0]
+        write(tmp_path / "accounts.d" / "keys" / "x.key", "key-x-2")
+        await clock.advance(10)
+        assert sent.times("key-x-2") == [t0 + 10]  # not after the hanging poll, not at a slot
+        snapshot = store.get("shop-x")
+        assert snapshot is not None and snapshot.up and snapshot.requests_total == 1
+    finally:
+        watcher.cancel()
+        await poller.stop()
+
+
 async def test_an_added_account_is_pending_on_the_status_page_and_ready_stays_200(
     tmp_path: Path,
     fake: FakeApi,
