@@ -129,6 +129,10 @@ class ConfigSource:
 
     ``load`` raises ``ConfigError`` only for the main file; every account file problem is
     logged once and shown by ``files`` (and the metric built from it).
+
+    Not thread-safe: ``load`` and ``changed`` keep caches (digests, parsed files, last good
+    accounts), so one thread calls them, one call at a time (the daemon's ``ConfigThread``).
+    ``files`` may be read from any thread.
     """
 
     def __init__(self, path: str | Path, env: Mapping[str, str] | None = None) -> None:
@@ -146,7 +150,10 @@ class ConfigSource:
 
     @property
     def files(self) -> list[FileLoad]:
-        """Every matched account file as last loaded, in glob order."""
+        """Every matched account file as last loaded, in glob order.
+
+        Safe from any thread: a load replaces the mapping whole, never changes it in place.
+        """
         return list(self._files.values())
 
     def changed(self) -> bool:

@@ -29,7 +29,7 @@ from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
-from exporter.watch import ConfigWatcher
+from exporter.watch import ConfigThread, ConfigWatcher
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
 from exporter.yamlcheck import ConfigError
@@ -51,6 +51,11 @@ class Daemon:
     as in the demo); it raises :class:`ConfigError` when the file is bad. ``source`` is where
     it reads from: its account files are exported, and with ``auto_reload_interval`` its files
     are checked for changes that often (on ``clock``) and reloaded without a signal.
+
+    ``load`` and ``source.changed`` run in the daemon's :class:`ConfigThread`, never on the
+    event loop: they may read thousands of files. ``source`` belongs to that thread; the loop
+    only reads ``source.files``, which a load replaces whole. The loaded ``Config`` (frozen) is
+    applied on the loop.
     """
 
     def __init__(
@@ -82,9 +87,11 @@ class Daemon:
         if source is not None:
             self.self_metrics.account_files = lambda: [(f.file, f.ok) for f in source.files]
         clock = clock or SYSTEM_CLOCK
+        self._config_thread = ConfigThread()
+        self._changed = source.changed if source is not None else None
         self.watcher = None
         if source is not None and load is not None and auto_reload_interval > 0:
-            self.watcher = ConfigWatcher(auto_reload_interval, source.changed, self.reload, clock)
+            self.watcher = ConfigWatcher(auto_reload_interval, self.reload_if_changed, clock)
         self._watch_task: asyncio.Task[None] | None = None
         self.poller = Poller.for_config(config, self.self_metrics, clock=clock)
         self.guard = WebGuard(web_config) if web_config is not None else None
@@ -107,8 +114,9 @@ class Daemon:
         self.listener.install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._listening: asyncio.Server | None = None
-        self._reload_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()  # one check or reload at a time
         self._stopping = asyncio.Event()
+        self._stopped = False
         self._lag_task: asyncio.Task[None] | None = None
         # The loop keeps only weak references to tasks: hold each reload until it is done.
         self._reloads: set[asyncio.Task[tuple[bool, str]]] = set()
@@ -196,23 +204,39 @@ class Daemon:
     async def reload(self) -> tuple[bool, str]:
         """Re-read the configuration and apply it; on SIGHUP and POST /-/reload.
 
-        A bad file keeps the running configuration. Returns ``(ok, message)`` for the caller.
+        A bad file keeps the running configuration. Returns ``(ok, message)`` for the caller,
+        once the files have been read (a check under way is waited for).
         """
         async with self._reload_lock:
-            if self.guard is not None:  # the web config reloads by itself; a reload forces it
-                self.guard.refresh(force=True)
-            if self._load is None:
-                return True, DEMO_RELOAD
-            try:
-                new = self._load()
-            except ConfigError as exc:
-                self.self_metrics.reload_successful.set(0)
-                log.error(
-                    "reload failed, keeping the running configuration", extra={"error": str(exc)}
-                )
-                return False, str(exc)
-            await self._apply(new)
-            return True, "configuration reloaded"
+            return await self._reload()
+
+    async def reload_if_changed(self) -> None:
+        """The watcher's check: reload if a file the last load read has changed by content.
+
+        Skipped while a check or reload is under way: that one reads the files anyway.
+        """
+        if self._changed is None or self._reload_lock.locked():
+            return
+        async with self._reload_lock:
+            if await self._config_thread.run(self._changed) and not self._stopped:
+                log.info("configuration files changed, reloading")
+                await self._reload()
+
+    async def _reload(self) -> tuple[bool, str]:
+        if self.guard is not None:  # the web config reloads by itself; a reload forces it
+            self.guard.refresh(force=True)
+        if self._load is None:
+            return True, DEMO_RELOAD
+        try:
+            new = await self._config_thread.run(self._load)
+        except ConfigError as exc:
+            self.self_metrics.reload_successful.set(0)
+            log.error("reload failed, keeping the running configuration", extra={"error": str(exc)})
+            return False, str(exc)
+        if self._stopped:  # stopped while the files were read: nothing left to apply it to
+            return False, "shutting down"
+        await self._apply(new)
+        return True, "configuration reloaded"
 
     async def _apply(self, new: Config) -> None:
         old = self.poller.config
@@ -233,10 +257,15 @@ class Daemon:
         log.info("configuration reloaded", extra=detail)
 
     async def stop(self) -> None:
-        """Stop polling and serving, then close the API client; safe after a failed start."""
-        for task in (self._lag_task, self._watch_task):
+        """Stop polling and serving, then close the API client; safe after a failed start.
+
+        A check or reload reading files is not waited for: its result is dropped.
+        """
+        self._stopped = True
+        for task in (self._lag_task, self._watch_task, *self._reloads):
             if task is not None:
                 task.cancel()
+        self._config_thread.close()
         await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
         if self._listening is not None:
             self._listening.close()  # no new connections; the runner closes the open ones
