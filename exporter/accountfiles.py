@@ -201,11 +201,16 @@ class ConfigSource:
         folder = path.parent
         self._file_keys[file] = {k for item in data if (k := _key_file(item, folder))}
         self._warnings[file] = tuple(readable_secret_warnings(data, None, str(path)))
+        in_force = {a.name: a for a in self._files[file].accounts} if file in self._files else {}
         entries = []
         for i, item in enumerate(data):
             place = account_path(file, i, item)
             problems = Problems()
             account = parse_account(item, place, main.defaults, env, folder, problems)
+            if account is not None and in_force.get(account.name) == account:
+                # Unchanged: the copy in force is kept and the new one freed at once, so a reload
+                # of thousands of accounts leaves little for the garbage collector's full passes.
+                account = in_force[account.name]
             entries.append(_Entry(place, _name(item), account, problems.items))
         return entries
 
