@@ -9,6 +9,7 @@ must not wait for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -108,6 +109,7 @@ def reloaded(caplog: pytest.LogCaptureFixture) -> Iterator[asyncio.Event]:
 
 
 def watched_daemon(tmp_path: Path, fake: FakeApi) -> tuple[GatedSource, Daemon, FakeClock]:
+    """The daemon watching shop-x's folder every 10 s of a fake clock, not started yet."""
     source = GatedSource(folder_with_shops(tmp_path, fake.url))
     config = source.load()
     source.calls.clear()
@@ -123,6 +125,21 @@ def watched_daemon(tmp_path: Path, fake: FakeApi) -> tuple[GatedSource, Daemon, 
         clock=clock,
     )
     return source, daemon, clock
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, fake: FakeApi, gated: str
+) -> AsyncIterator[tuple[GatedSource, FakeClock, str]]:
+    """The daemon started, its source's ``gated`` calls waiting for ``go``; stopped after."""
+    source, daemon, clock = watched_daemon(tmp_path, fake)
+    source.gated = {gated}
+    try:
+        [address] = await daemon.start()
+        yield source, clock, address
+    finally:
+        source.go.set()
+        await daemon.stop()
 
 
 async def get(address: str, path: str) -> str:
@@ -147,10 +164,7 @@ def add_a_shop(tmp_path: Path) -> None:
 async def test_metrics_are_served_while_a_check_reads_the_files_and_its_result_then_applies(
     tmp_path: Path, fake: FakeApi, reloaded: asyncio.Event
 ) -> None:
-    source, daemon, clock = watched_daemon(tmp_path, fake)
-    source.gated = {"changed"}
-    try:
-        [address] = await daemon.start()
+    async with serving(tmp_path, fake, "changed") as (source, clock, address):
         add_a_shop(tmp_path)
         await clock.advance(10)  # the watcher's tick: its check waits in the other thread
         await waited(source.entered)
@@ -166,18 +180,12 @@ async def test_metrics_are_served_while_a_check_reads_the_files_and_its_result_t
         assert 'file="accounts.d/new.yaml"' in after
         assert source.calls == ["changed", "load"]
         assert source.on_the_loop == [False, False]  # both in a thread without an event loop
-    finally:
-        source.go.set()
-        await daemon.stop()
 
 
 async def test_ticks_and_a_reload_during_a_check_do_not_start_a_second_read(
     tmp_path: Path, fake: FakeApi, reloaded: asyncio.Event
 ) -> None:
-    source, daemon, clock = watched_daemon(tmp_path, fake)
-    source.gated = {"changed"}
-    try:
-        [address] = await daemon.start()
+    async with serving(tmp_path, fake, "changed") as (source, clock, address):
         add_a_shop(tmp_path)
         await clock.advance(10)
         await waited(source.entered)
@@ -194,18 +202,12 @@ async def test_ticks_and_a_reload_during_a_check_do_not_start_a_second_read(
         assert source.calls == ["changed", "load", "load"]
         assert source.most_at_once == 1
         assert 'account="shop-n"' in await get(address, "/metrics")
-    finally:
-        source.go.set()
-        await daemon.stop()
 
 
 async def test_a_tick_while_a_reload_reads_the_files_is_skipped(
     tmp_path: Path, fake: FakeApi
 ) -> None:
-    source, daemon, clock = watched_daemon(tmp_path, fake)
-    source.gated = {"load"}
-    try:
-        [address] = await daemon.start()
+    async with serving(tmp_path, fake, "load") as (source, clock, address):
         add_a_shop(tmp_path)
         asked = asyncio.create_task(post_reload(address))
         await waited(source.entered)
@@ -217,9 +219,6 @@ async def test_a_tick_while_a_reload_reads_the_files_is_skipped(
         assert await asyncio.wait_for(asked, WAIT) == (200, "configuration reloaded\n")
         assert source.calls == ["load"]
         assert source.on_the_loop == [False]
-    finally:
-        source.go.set()
-        await daemon.stop()
 
 
 async def test_stop_does_not_wait_for_a_check_reading_the_files_and_drops_its_result(

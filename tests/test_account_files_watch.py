@@ -8,6 +8,7 @@ concerns is polled: the others keep their schedule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,15 @@ def folder_with_shops(tmp_path: Path, url: str) -> Path:
     return tmp_path / "config.yaml"
 
 
-async def test_changes_are_applied_at_the_next_check_and_touch_only_their_account(
-    tmp_path: Path, fake: FakeApi, clients: Clients
-) -> None:
+@contextlib.asynccontextmanager
+async def watched_poller(
+    tmp_path: Path, fake: FakeApi, clients: Clients, hanging: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[ConfigSource, FakeClock, RecordingClient, SnapshotStore]]:
+    """shop-x's folder polled on a fake clock and checked every 10 s of it; stopped after."""
     source = ConfigSource(folder_with_shops(tmp_path, fake.url), env=ENV)
     config = source.load()
     clock = FakeClock()
-    sent = RecordingClient(clients.for_api(config.api), clock)
+    sent = RecordingClient(clients.for_api(config.api), clock, hanging=hanging)
     store = SnapshotStore()
     poller = Poller(config, sent, store, clock=clock)  # type: ignore[arg-type]
 
@@ -75,9 +78,19 @@ async def test_changes_are_applied_at_the_next_check_and_touch_only_their_accoun
             poller.apply(source.load())
 
     watcher = asyncio.create_task(ConfigWatcher(10, check, clock).run())
-    t0 = clock.monotonic()
     poller.start()
     try:
+        yield source, clock, sent, store
+    finally:
+        watcher.cancel()
+        await poller.stop()
+
+
+async def test_changes_are_applied_at_the_next_check_and_touch_only_their_account(
+    tmp_path: Path, fake: FakeApi, clients: Clients
+) -> None:
+    async with watched_poller(tmp_path, fake, clients) as (source, clock, sent, store):
+        t0 = clock.monotonic()
         await clock.advance(0)
         assert sent.times("key-steady") == [t0] and sent.times("key-x-1") == [t0]
         steady = store.get(STEADY)
@@ -108,30 +121,15 @@ async def test_changes_are_applied_at_the_next_check_and_touch_only_their_accoun
 
         # Through all of it, the account nobody touched was polled on its own schedule only.
         assert sent.times("key-steady") == [t0, t0 + INTERVAL * (0.5 + phase(STEADY))]
-    finally:
-        watcher.cancel()
-        await poller.stop()
 
 
 async def test_a_key_change_polls_at_once_even_while_a_poll_with_the_old_key_hangs(
     tmp_path: Path, fake: FakeApi, clients: Clients
 ) -> None:
     fake.set_fault(Fault.HANG, key="key-x-1")  # shop-x's first poll never gets an answer
-    source = ConfigSource(folder_with_shops(tmp_path, fake.url), env=ENV)
-    config = source.load()
-    clock = FakeClock()
-    sent = RecordingClient(clients.for_api(config.api), clock, hanging=("key-x-1",))
-    store = SnapshotStore()
-    poller = Poller(config, sent, store, clock=clock)  # type: ignore[arg-type]
-
-    async def check() -> None:  # on the loop here: the daemon's thread is tested on its own
-        if source.changed():
-            poller.apply(source.load())
-
-    watcher = asyncio.create_task(ConfigWatcher(10, check, clock).run())
-    t0 = clock.monotonic()
-    poller.start()
-    try:
+    hanging = ("key-x-1",)
+    async with watched_poller(tmp_path, fake, clients, hanging) as (_, clock, sent, store):
+        t0 = clock.monotonic()
         await clock.advance(0)
         assert sent.times("key-x-1") == [t0]
         write(tmp_path / "accounts.d" / "keys" / "x.key", "key-x-2")
@@ -139,9 +137,6 @@ async def test_a_key_change_polls_at_once_even_while_a_poll_with_the_old_key_han
         assert sent.times("key-x-2") == [t0 + 10]  # not after the hanging poll, not at a slot
         snapshot = store.get("shop-x")
         assert snapshot is not None and snapshot.up and snapshot.requests_total == 1
-    finally:
-        watcher.cancel()
-        await poller.stop()
 
 
 async def test_an_added_account_is_pending_on_the_status_page_and_ready_stays_200(
