@@ -42,6 +42,7 @@ log = logging.getLogger("exporter")
 _BACKLOG = 4096
 
 DEMO_RELOAD = "demo mode: the built-in configuration has nothing to reload"
+SHUTTING_DOWN = "shutting down: the configuration was not reloaded"
 
 
 class Daemon:
@@ -223,6 +224,8 @@ class Daemon:
                 await self._reload()
 
     async def _reload(self) -> tuple[bool, str]:
+        if self._stopped:  # its config thread is closed: nothing reads or applies any more
+            return False, SHUTTING_DOWN
         if self.guard is not None:  # the web config reloads by itself; a reload forces it
             self.guard.refresh(force=True)
         if self._load is None:
@@ -234,7 +237,7 @@ class Daemon:
             log.error("reload failed, keeping the running configuration", extra={"error": str(exc)})
             return False, str(exc)
         if self._stopped:  # stopped while the files were read: nothing left to apply it to
-            return False, "shutting down"
+            return False, SHUTTING_DOWN
         await self._apply(new)
         return True, "configuration reloaded"
 

@@ -24,7 +24,7 @@ from test_account_files_watch import ENV, folder_with_shops
 
 from exporter.accountfiles import ConfigSource
 from exporter.config import Config
-from exporter.daemon import Daemon
+from exporter.daemon import SHUTTING_DOWN, Daemon
 from exporter.fakeapi import FakeAccount, FakeApi
 
 T = TypeVar("T")
@@ -237,3 +237,5 @@ async def test_stop_does_not_wait_for_a_check_reading_the_files_and_drops_its_re
     source.go.set()
     await waited(source.finished)  # the check ends in its thread; it found the new file...
     assert source.calls == ["changed"]  # ...and nothing loaded it after the stop
+    assert await daemon.reload() == (False, SHUTTING_DOWN)  # nor a reload asked too late
+    assert source.calls == ["changed"]
