@@ -11,13 +11,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from exporter import __version__, eventloop, logs
+from exporter import __version__, accountfiles, eventloop, logs
+from exporter.accountfiles import ConfigSource
 from exporter.cleartext import keys_in_clear, warn_keys_in_clear
-from exporter.config import Config, load_config
+from exporter.config import Config
 from exporter.daemon import Daemon
 from exporter.flags import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     UsageError,
     add_common_flags,
     exit_usage,
@@ -28,6 +30,7 @@ from exporter.listener import DEFAULT_LIMITS, ListenerLimits
 from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
+from exporter.watch import DEFAULT_AUTO_RELOAD_INTERVAL
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
@@ -56,6 +59,7 @@ class Options:
     web_config_file: str | None = None
     loop_lag_window: float = 0.0  # --debug.loop-lag; 0: not measured
     listener: ListenerLimits = DEFAULT_LIMITS
+    auto_reload_interval: float = DEFAULT_AUTO_RELOAD_INTERVAL  # 0: the files are not watched
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="check",
         action="store_true",
         help="validate the configuration, print a summary without secrets, exit 0 or 2",
+    )
+    add(
+        "--config.auto-reload-interval",
+        dest="auto_reload_interval",
+        default=format_duration(DEFAULT_AUTO_RELOAD_INTERVAL),
+        metavar="DURATION",
+        help="check the configuration file, its account files and rest_key_files for changes "
+        "this often and reload when their content changed; 0s turns it off (SIGHUP and "
+        "POST /-/reload always work) (default: %(default)s)",
     )
     add(
         "--once",
@@ -198,6 +211,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         if loop_lag_window < 0.1:
             raise UsageError("--debug.loop-lag: the window must be at least 100ms")
     listener = _parse_listener_flags(args)
+    auto_reload = _off_or_at_least("--config.auto-reload-interval", args.auto_reload_interval, 0.1)
     if args.demo and args.check:
         raise UsageError("--demo and --config.check cannot be combined")
     return Options(
@@ -216,6 +230,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         web_config_file=args.web_config_file or None,
         loop_lag_window=loop_lag_window,
         listener=listener,
+        auto_reload_interval=auto_reload,
     )
 
 
@@ -225,13 +240,19 @@ def _count(flag: str, text: str) -> int:
     return int(text)
 
 
-def _parse_listener_flags(args: argparse.Namespace) -> ListenerLimits:
+def _off_or_at_least(flag: str, text: str, minimum: float) -> float:
+    """A duration flag whose 0 turns something off; any other value is at least ``minimum``."""
     try:
-        deadline = parse_duration(args.read_header_timeout)
+        seconds = parse_duration(text)
     except ValueError as exc:
-        raise UsageError(f"--web.read-header-timeout: {exc}") from None
-    if 0 < deadline < 1:
-        raise UsageError("--web.read-header-timeout: must be 0 (off) or at least 1s")
+        raise UsageError(f"{flag}: {exc}") from None
+    if 0 < seconds < minimum:
+        raise UsageError(f"{flag}: must be 0 (off) or at least {format_duration(minimum)}")
+    return seconds
+
+
+def _parse_listener_flags(args: argparse.Namespace) -> ListenerLimits:
+    deadline = _off_or_at_least("--web.read-header-timeout", args.read_header_timeout, 1.0)
     total = None
     if args.max_connections != "auto":
         total = _count("--web.max-connections", args.max_connections)
@@ -239,7 +260,7 @@ def _parse_listener_flags(args: argparse.Namespace) -> ListenerLimits:
     return ListenerLimits(deadline, per_client, total)
 
 
-def summary(config: Config, options: Options) -> str:
+def summary(config: Config, options: Options, source: ConfigSource | None = None) -> str:
     """``--config.check`` output: everything that matters, no secrets."""
     p = config.polling
     lines = [
@@ -266,6 +287,12 @@ def summary(config: Config, options: Options) -> str:
             f"  - {a.name}: key from {a.key_source}; windows {windows}; "
             f"every {format_duration(a.interval)}; labels {labels}{skipped}"
         )
+    if config.account_files:
+        files = source.files if source is not None else []
+        lines.append(f"account files: {len(files)} matching {', '.join(config.account_files)}")
+        lines.extend(accountfiles.describe(files))
+        if bad := [f.file for f in files if not f.ok]:
+            lines.append(f"account files with problems: {', '.join(bad)}")
     lines.extend(f"warning: {w}" for w in config.warnings)
     lines.extend(
         f"warning: account {name}: its rest key is sent in clear to {host} (api.url is http://)"
@@ -296,6 +323,7 @@ async def run_daemon(
     config: Config | None,
     redactor: logs.Redactor,
     web_config: WebConfig | None = None,
+    source: ConfigSource | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP and POST /-/reload re-read the configuration."""
     async with contextlib.AsyncExitStack() as stack:
@@ -306,7 +334,7 @@ async def run_daemon(
             raise ValueError("run_daemon needs a config unless in demo mode")
         daemon = Daemon(
             config,
-            load=None if options.demo else _reloader(options, redactor, config),
+            load=None if source is None else _reloader(options, redactor, config, source),
             listen_host=options.listen_host,
             listen_port=options.listen_port,
             telemetry_path=options.telemetry_path,
@@ -315,6 +343,8 @@ async def run_daemon(
             web_config=web_config,
             loop_lag_window=options.loop_lag_window,
             listener=options.listener,
+            source=source,
+            auto_reload_interval=options.auto_reload_interval,
         )
         stack.push_async_callback(daemon.stop)
         try:
@@ -330,14 +360,16 @@ async def run_daemon(
     return EXIT_OK
 
 
-def _reloader(options: Options, redactor: logs.Redactor, running: Config) -> Callable[[], Config]:
+def _reloader(
+    options: Options, redactor: logs.Redactor, running: Config, source: ConfigSource
+) -> Callable[[], Config]:
     """How a reload reads the configuration: the file again, this replica's shard of it."""
     # Every key ever loaded stays redacted: a rotated-out key may still be valid, and keys of
     # other shards are in memory too.
     known = set(running.secrets())
 
     def load() -> Config:
-        full = load_config(options.config_file)
+        full = source.load()
         known.update(full.secrets())
         redactor.update(known)
         return select_shard(full, options.shard_count, options.shard_index)
@@ -397,17 +429,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             return exit_usage(PROG, f"--web.config.file: {exc}")
     config: Config | None = None
+    source: ConfigSource | None = None
     if not options.demo:
+        source = ConfigSource(options.config_file)
         try:
-            config = load_config(options.config_file)
+            config = source.load()
         except ConfigError as exc:
             return exit_usage(PROG, exc)
         redactor.update(config.secrets())
         if options.check:
-            print(summary(config, options))
+            print(summary(config, options, source))
             if web_config is not None:
                 print(f"web config {web_config.source} is valid: {web_config.describe()}")
-            return EXIT_OK
+            # Like promtool check config with file_sd files: any bad account file fails.
+            return EXIT_OK if all(f.ok for f in source.files) else EXIT_USAGE
         for warning in config.warnings:
             log.warning(warning)
         config = select_shard(config, options.shard_count, options.shard_index)
@@ -426,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if config is None:  # --demo --once: poll the demo accounts once
                 return eventloop.run(_demo_once(options, redactor))
             return eventloop.run(run_once(config, _once_metrics(options)))
-        return eventloop.run(run_daemon(options, config, redactor, web_config))
+        return eventloop.run(run_daemon(options, config, redactor, web_config, source))
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import re
-import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exporter import __version__
+from exporter.apiurls import ProxyUrl, proxy_secrets, url_problem, user_agent_problem
 from exporter.window import DEFAULT_TIMEZONE, Window, with_timezone
 from exporter.yamlcheck import (
     ConfigError,
@@ -32,9 +31,10 @@ DEFAULT_MAX_SOURCES = 16
 
 # Labels the exporter sets itself; configured account labels must not shadow them.
 RESERVED_LABELS = frozenset(
-    {"account", "source_name", "window", "reason", "job", "instance", "le", "quantile"}
+    {"account", "source_name", "window", "reason", "job", "instance", "le", "quantile", "currency"}
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 class RestKey:
@@ -59,139 +59,6 @@ class RestKey:
 
     def __hash__(self) -> int:
         return hash(self._value)
-
-
-def _split_url(url: str) -> urllib.parse.SplitResult:
-    """``url`` in parts; a ``ValueError`` whose text quotes nothing of the URL if it has none.
-
-    urllib's own messages may quote parts of the URL (a password, when a ``/`` in it cut the
-    authority short), so only its fixed texts are passed on.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError as exc:
-        fixed = str(exc) == "Port out of range 0-65535"
-        raise ValueError(str(exc) if fixed else "its host and port cannot be read") from None
-    return parts
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be the API URL (None: it can)."""
-    try:
-        parts = _split_url(url)
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be http:// or https:// with a host"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry a user name or password"
-    if not url.isascii() or any(c.isspace() for c in url):
-        return "must be ASCII without spaces (percent-encode the rest)"
-    return None
-
-
-def user_agent_problem(user_agent: str) -> str | None:
-    """Why ``user_agent`` cannot be sent as a header (None: it can)."""
-    if not user_agent.isprintable():
-        return "must be printable text on one line"
-    return None
-
-
-# Characters yarl (aiohttp's URL type) leaves unencoded in a user name or password: encoding
-# with this set gives the one spelling that aiohttp sends and prints.
-_USERINFO_SAFE = "!$&'()*+,;="
-_PROXY_FORM = "http://[user:password@]host[:port]"
-
-
-@dataclass(frozen=True, repr=False)
-class ProxyUrl:
-    """An HTTP proxy for the API requests (``api.proxy_url``). Its ``str``/``repr`` never show
-    the user name or password: ``http://proxy.example:3128 (with credentials)``.
-    """
-
-    host: str
-    port: int = 80  # as aiohttp, and every HTTP client, assumes without one
-    username: str = ""  # percent-decoded; "" without credentials
-    password: str = ""  # percent-decoded
-
-    @classmethod
-    def parse(cls, text: str) -> ProxyUrl:
-        """Check and split ``http://[user:password@]host[:port]``; ``ValueError`` if it is not
-        one, with a message that quotes nothing of ``text`` (it may hold the password)."""
-        if not text.isascii() or any(c.isspace() for c in text):
-            raise ValueError("must be ASCII without spaces (percent-encode the rest)")
-        try:
-            parts = _split_url(text)
-        except ValueError as exc:
-            unread = "@" in text and not str(exc).startswith("Port out of range")
-            hint = "; percent-encode / ? # @ : in the user name and password" if unread else ""
-            raise ValueError(f"is not a valid URL ({exc}{hint})") from None
-        # TLS to the proxy itself would protect only the proxy's credentials (the API traffic
-        # is TLS end to end inside CONNECT), and no proxy the tests run speaks it: refused.
-        if parts.scheme == "https":
-            raise ValueError(
-                "must be an http:// URL: https:// proxies (TLS to the proxy itself) are not "
-                "supported; requests to an https:// api.url travel encrypted through the "
-                "proxy's CONNECT tunnel all the same"
-            )
-        if parts.scheme != "http":
-            raise ValueError("must be an http:// URL such as http://proxy.example:3128")
-        if not parts.hostname:
-            raise ValueError(f"must name the proxy's host: {_PROXY_FORM}")
-        if parts.path not in ("", "/") or "?" in text or "#" in text:
-            raise ValueError(f"must not have a path, query or fragment: {_PROXY_FORM}")
-        if parts.port == 0:
-            raise ValueError("is not a valid URL (port 0; use a port from 1 to 65535)")
-        username = urllib.parse.unquote(parts.username or "")
-        password = urllib.parse.unquote(parts.password or "")
-        if ":" in username:
-            raise ValueError("the user name must not contain ':' (Basic authentication cannot)")
-        try:
-            f"{username}:{password}".encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(
-                "the user name and password must be Latin-1 text once percent-decoded "
-                "(the proxy receives them by Basic authentication)"
-            ) from None
-        return cls(parts.hostname, parts.port or 80, username, password)
-
-    @property
-    def _address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    def reveal(self) -> str:
-        """The URL with its credentials, for aiohttp only; never print or log it."""
-        userinfo = ""
-        if self.username or self.password:
-            userinfo = urllib.parse.quote(self.username, safe=_USERINFO_SAFE)
-            if self.password:
-                userinfo += ":" + urllib.parse.quote(self.password, safe=_USERINFO_SAFE)
-            userinfo += "@"
-        return f"http://{userinfo}{self._address}"
-
-    def __str__(self) -> str:
-        credentials = " (with credentials)" if self.username or self.password else ""
-        return f"http://{self._address}{credentials}"
-
-    __repr__ = __str__
-
-
-def _proxy_secrets(proxy: ProxyUrl) -> list[str]:
-    """The proxy password in every spelling a line could hold: as is, percent-encoded (as
-    aiohttp writes it, and fully), ``user:password``, and that in base64 (the header)."""
-    if not proxy.password:
-        return []
-    pair = f"{proxy.username}:{proxy.password}"
-    spellings = [
-        proxy.password,
-        urllib.parse.quote(proxy.password, safe=_USERINFO_SAFE),
-        urllib.parse.quote(proxy.password, safe=""),
-        pair,
-        base64.b64encode(pair.encode("latin-1")).decode("ascii"),
-    ]
-    return list(dict.fromkeys(spellings))
 
 
 @dataclass(frozen=True)
@@ -232,6 +99,18 @@ class AccountConfig:
     interval: float
     stale_after: float
     timezone: str = DEFAULT_TIMEZONE  # of the calendar-day windows
+    currency: str = ""  # ISO 4217 code of the revenue; "" when not configured
+    key_file: str = ""  # the rest_key_file read, if the key came from one (watched for changes)
+
+
+@dataclass(frozen=True)
+class AccountDefaults:
+    """What an account inherits from the main file: polling, windows, time zone."""
+
+    polling: PollingConfig = field(default_factory=PollingConfig)
+    explicit_stale: bool = False  # polling.stale_after was given (else 3 x each interval)
+    windows: tuple[Window, ...] = ()
+    timezone: str = DEFAULT_TIMEZONE
 
 
 @dataclass(frozen=True)
@@ -244,20 +123,24 @@ class Config:
     source: str = "<memory>"
     timezone: str = DEFAULT_TIMEZONE
     warnings: tuple[str, ...] = ()
+    account_files: tuple[str, ...] = ()  # glob patterns, relative to the config file's folder
+    defaults: AccountDefaults = field(default_factory=AccountDefaults)
 
     def secrets(self) -> list[str]:
         """Every secret the log redactor must hide: the rest keys and the proxy password."""
         keys = [a.rest_key.reveal() for a in self.accounts]
-        return keys + (_proxy_secrets(self.api.proxy_url) if self.api.proxy_url else [])
+        return keys + (proxy_secrets(self.api.proxy_url) if self.api.proxy_url else [])
 
 
-_TOP_KEYS = {"api", "polling", "windows", "accounts", "max_sources_per_account", "timezone"}
+_TOP_KEYS = {
+    "api", "polling", "windows", "accounts", "account_files", "max_sources_per_account", "timezone",
+}  # fmt: skip
 _API_KEYS = {"url", "timeout", "max_concurrency", "user_agent", "retries", "proxy_url"}
 _RETRY_KEYS = {"attempts", "initial_backoff", "max_backoff"}
 _POLLING_KEYS = {"interval", "jitter", "stale_after", "end_offset"}
 _ACCOUNT_KEYS = {
     "name", "rest_key_env", "rest_key_file", "rest_key_credential", "rest_key", "labels",
-    "windows", "interval", "stale_after", "timezone",
+    "windows", "interval", "stale_after", "timezone", "currency",
 }  # fmt: skip
 # A systemd credential is read from $CREDENTIALS_DIRECTORY/<name>, set only under systemd.
 _NO_CREDENTIALS = (
@@ -430,6 +313,44 @@ def _read_key(
     return RestKey(secret), f"file {key_path}"
 
 
+def account_path(prefix: str, index: int, item: Any) -> str:
+    """Where an account is, for messages: ``accounts[2] (shop-garden)`` when it has a name."""
+    name = item.get("name") if isinstance(item, dict) else None
+    if isinstance(name, str) and name.strip() and len(name) <= 128 and name.isprintable():
+        return f"{prefix}[{index}] ({name})"
+    return f"{prefix}[{index}]"
+
+
+def parse_account(
+    item: Any,
+    path: str,
+    defaults: AccountDefaults,
+    env: Mapping[str, str],
+    base: Path,
+    problems: Problems,
+) -> AccountConfig | None:
+    """One entry of ``accounts`` (or of an account file); None, with its problems, if bad."""
+    if not isinstance(item, dict):
+        problems.add(
+            path, f"must be a mapping with at least name and rest_key_env, got {kind(item)}"
+        )
+        return None
+    return _parse_account(
+        item, path, defaults.polling, defaults.explicit_stale, defaults.windows,
+        defaults.timezone, env, base, problems,
+    )  # fmt: skip
+
+
+def _account_files(top: dict[str, Any], problems: Problems) -> tuple[str, ...]:
+    value = top.get("account_files", [])
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        problems.add(
+            "account_files", "must be a list of file name patterns such as accounts.d/*.yaml"
+        )
+        return ()
+    return tuple(value)
+
+
 def parse_config(
     data: Any,
     *,
@@ -457,31 +378,25 @@ def parse_config(
         windows = _windows(top["windows"], "windows", problems) or windows
     max_sources = integer(top, "max_sources_per_account", "", problems, DEFAULT_MAX_SOURCES, 1, 100)
 
+    account_files = _account_files(top, problems)
+    defaults = AccountDefaults(polling, explicit_stale, windows, timezone)
     accounts: list[AccountConfig] = []
-    raw_accounts = top.get("accounts")
-    if not isinstance(raw_accounts, list) or not raw_accounts:
-        problems.add("accounts", "must be a non-empty list of accounts")
+    raw_accounts = top.get("accounts", [] if account_files else None)
+    if not isinstance(raw_accounts, list) or not (raw_accounts or account_files):
+        problems.add("accounts", "must be a non-empty list of accounts (or give account_files)")
         raw_accounts = []
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}
     for i, item in enumerate(raw_accounts):
-        path = f"accounts[{i}]"
-        if not isinstance(item, dict):
-            problems.add(
-                path, f"must be a mapping with at least name and rest_key_env, got {kind(item)}"
-            )
-            continue
-        account = _parse_account(
-            item, path, polling, explicit_stale, windows, timezone, env, base, problems
-        )
+        path = account_path("accounts", i, item)
+        account = parse_account(item, path, defaults, env, base, problems)
         if account is None:
             continue
         if account.name in seen:
             problems.add(
-                f"{path}.name",
-                f"{account.name!r} is already used by accounts[{seen[account.name]}]",
+                f"{path}.name", f"{account.name!r} is already used by {seen[account.name]}"
             )
             continue
-        seen[account.name] = i
+        seen[account.name] = f"accounts[{i}]"
         accounts.append(account)
     if problems.items:
         raise ConfigError(source, problems.items)
@@ -493,7 +408,9 @@ def parse_config(
         max_sources_per_account=max_sources,
         source=source,
         timezone=timezone,
-        warnings=tuple(_readable_secret_warnings(raw_accounts, api.proxy_url, source)),
+        warnings=tuple(readable_secret_warnings(raw_accounts, api.proxy_url, source)),
+        account_files=account_files,
+        defaults=defaults,
     )
 
 
@@ -543,6 +460,13 @@ def _parse_account(
     stale_after = duration(raw, "stale_after", path, problems, default_stale, 0.0)
     if stale_after < interval:
         problems.add(f"{path}.stale_after", "must be at least the account's polling interval")
+    currency = raw.get("currency", "")
+    if "currency" in raw and (not isinstance(currency, str) or not _CURRENCY.match(currency)):
+        shown = repr(currency) if isinstance(currency, str) else kind(currency)
+        problems.add(
+            f"{path}.currency",
+            f"must be an ISO 4217 code of three capital letters (RON, EUR, HUF), got {shown}",
+        )
     if len(problems.items) != before or key is None:
         return None
     return AccountConfig(
@@ -554,13 +478,16 @@ def _parse_account(
         interval=interval,
         stale_after=stale_after,
         timezone=timezone,
+        currency=str(currency),
+        key_file=key_source[len("file ") :] if key_source.startswith("file ") else "",
     )
 
 
-def _readable_secret_warnings(
+def readable_secret_warnings(
     raw_accounts: list[Any], proxy: ProxyUrl | None, source: str
 ) -> Iterator[str]:
-    """Like ssh: a secret written in a file other users can read deserves a warning."""
+    """Like ssh: a secret written in a file other users can read deserves a warning (the main
+    file, and each account file)."""
     literal = [str(a.get("name")) for a in raw_accounts if isinstance(a, dict) and "rest_key" in a]
     proxy_password = proxy is not None and bool(proxy.password)
     if not literal and not proxy_password:

@@ -19,14 +19,17 @@ from dataclasses import replace
 from aiohttp import web
 
 from exporter import __version__, eventloop, openfiles
+from exporter.accountfiles import ConfigSource
 from exporter.cleartext import warn_keys_in_clear
 from exporter.client import TrafficSourceClient
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config
 from exporter.listener import DEFAULT_LIMITS, ConnectionGuard, ListenerLimits
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
+from exporter.watch import ConfigThread, ConfigWatcher
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
 from exporter.yamlcheck import ConfigError
@@ -39,13 +42,21 @@ log = logging.getLogger("exporter")
 _BACKLOG = 4096
 
 DEMO_RELOAD = "demo mode: the built-in configuration has nothing to reload"
+SHUTTING_DOWN = "shutting down: the configuration was not reloaded"
 
 
 class Daemon:
     """The running exporter: polls the accounts of ``config`` and serves what it found.
 
     ``load`` reads the configuration again for a reload (``None``: there is nothing to re-read,
-    as in the demo); it raises :class:`ConfigError` when the file is bad.
+    as in the demo); it raises :class:`ConfigError` when the file is bad. ``source`` is where
+    it reads from: its account files are exported, and with ``auto_reload_interval`` its files
+    are checked for changes that often (on ``clock``) and reloaded without a signal.
+
+    ``load`` and ``source.changed`` run in the daemon's :class:`ConfigThread`, never on the
+    event loop: they may read thousands of files. ``source`` belongs to that thread; the loop
+    only reads ``source.files``, which a load replaces whole. The loaded ``Config`` (frozen) is
+    applied on the loop.
     """
 
     def __init__(
@@ -61,6 +72,9 @@ class Daemon:
         web_config: WebConfig | None = None,
         loop_lag_window: float = 0.0,
         listener: ListenerLimits = DEFAULT_LIMITS,
+        source: ConfigSource | None = None,
+        auto_reload_interval: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         self._load = load
         self._listen = (listen_host, listen_port)
@@ -71,7 +85,16 @@ class Daemon:
             loop_lag=loop_lag.max_lag if loop_lag is not None else None,
         )
         self.self_metrics.reload_success_timestamp.set(time.time())
-        self.poller = Poller.for_config(config, self.self_metrics)
+        if source is not None:
+            self.self_metrics.account_files = lambda: [(f.file, f.ok) for f in source.files]
+        clock = clock or SYSTEM_CLOCK
+        self._config_thread = ConfigThread()
+        self._changed = source.changed if source is not None else None
+        self.watcher = None
+        if source is not None and load is not None and auto_reload_interval > 0:
+            self.watcher = ConfigWatcher(auto_reload_interval, self.reload_if_changed, clock)
+        self._watch_task: asyncio.Task[None] | None = None
+        self.poller = Poller.for_config(config, self.self_metrics, clock=clock)
         self.guard = WebGuard(web_config) if web_config is not None else None
         # Clients a reload replaced, closing once their last requests are done.
         self._retiring: set[asyncio.Task[None]] = set()
@@ -85,13 +108,16 @@ class Daemon:
             guard=self.guard,
             loop_lag=loop_lag,
         )
+        if source is not None:
+            self.runtime.account_files = lambda: source.files
         app = make_app(self.runtime)
         self.listener = ConnectionGuard(listener, metrics=self.self_metrics)
         self.listener.install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._listening: asyncio.Server | None = None
-        self._reload_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()  # one check or reload at a time
         self._stopping = asyncio.Event()
+        self._stopped = False
         self._lag_task: asyncio.Task[None] | None = None
         # The loop keeps only weak references to tasks: hold each reload until it is done.
         self._reloads: set[asyncio.Task[tuple[bool, str]]] = set()
@@ -107,6 +133,8 @@ class Daemon:
         await self._listen_guarded()
         self._handle_signals()
         self.poller.start()
+        if self.watcher is not None:
+            self._watch_task = asyncio.create_task(self.watcher.run(), name="watch the config")
         addresses = self.addresses()
         log.info(
             "listening",
@@ -177,23 +205,41 @@ class Daemon:
     async def reload(self) -> tuple[bool, str]:
         """Re-read the configuration and apply it; on SIGHUP and POST /-/reload.
 
-        A bad file keeps the running configuration. Returns ``(ok, message)`` for the caller.
+        A bad file keeps the running configuration. Returns ``(ok, message)`` for the caller,
+        once the files have been read (a check under way is waited for).
         """
         async with self._reload_lock:
-            if self.guard is not None:  # the web config reloads by itself; a reload forces it
-                self.guard.refresh(force=True)
-            if self._load is None:
-                return True, DEMO_RELOAD
-            try:
-                new = self._load()
-            except ConfigError as exc:
-                self.self_metrics.reload_successful.set(0)
-                log.error(
-                    "reload failed, keeping the running configuration", extra={"error": str(exc)}
-                )
-                return False, str(exc)
-            await self._apply(new)
-            return True, "configuration reloaded"
+            return await self._reload()
+
+    async def reload_if_changed(self) -> None:
+        """The watcher's check: reload if a file the last load read has changed by content.
+
+        Skipped while a check or reload is under way: that one reads the files anyway.
+        """
+        if self._changed is None or self._reload_lock.locked():
+            return
+        async with self._reload_lock:
+            if await self._config_thread.run(self._changed) and not self._stopped:
+                log.info("configuration files changed, reloading")
+                await self._reload()
+
+    async def _reload(self) -> tuple[bool, str]:
+        if self._stopped:  # its config thread is closed: nothing reads or applies any more
+            return False, SHUTTING_DOWN
+        if self.guard is not None:  # the web config reloads by itself; a reload forces it
+            self.guard.refresh(force=True)
+        if self._load is None:
+            return True, DEMO_RELOAD
+        try:
+            new = await self._config_thread.run(self._load)
+        except ConfigError as exc:
+            self.self_metrics.reload_successful.set(0)
+            log.error("reload failed, keeping the running configuration", extra={"error": str(exc)})
+            return False, str(exc)
+        if self._stopped:  # stopped while the files were read: nothing left to apply it to
+            return False, SHUTTING_DOWN
+        await self._apply(new)
+        return True, "configuration reloaded"
 
     async def _apply(self, new: Config) -> None:
         old = self.poller.config
@@ -214,9 +260,15 @@ class Daemon:
         log.info("configuration reloaded", extra=detail)
 
     async def stop(self) -> None:
-        """Stop polling and serving, then close the API client; safe after a failed start."""
-        if self._lag_task is not None:
-            self._lag_task.cancel()
+        """Stop polling and serving, then close the API client; safe after a failed start.
+
+        A check or reload reading files is not waited for: its result is dropped.
+        """
+        self._stopped = True
+        for task in (self._lag_task, self._watch_task, *self._reloads):
+            if task is not None:
+                task.cancel()
+        self._config_thread.close()
         await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
         if self._listening is not None:
             self._listening.close()  # no new connections; the runner closes the open ones

@@ -18,6 +18,10 @@ DEMO_ACCOUNTS: tuple[tuple[str, str, dict[str, str]], ...] = (
 )
 
 
+# Agencies serve shops in several currencies; the dashboard totals revenue per currency.
+DEMO_CURRENCIES = {"demo-fashion": "RON", "demo-electronics": "EUR", "demo-garden": "HUF"}
+
+
 def _env_name(account: str) -> str:
     return "DEMO_KEY_" + account.removeprefix("demo-").upper()
 
@@ -33,7 +37,12 @@ def demo_config(api_url: str, interval: float) -> Config:
         "polling": {"interval": "30s"},
         "windows": ["24h", "30d", "today"],
         "accounts": [
-            {"name": name, "rest_key_env": _env_name(name), "labels": labels}
+            {
+                "name": name,
+                "rest_key_env": _env_name(name),
+                "labels": labels,
+                "currency": DEMO_CURRENCIES.get(name, "RON"),
+            }
             for name, _, labels in DEMO_ACCOUNTS
         ],
     }

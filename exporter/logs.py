@@ -28,17 +28,18 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets: frozenset[str] = frozenset()
-        self._lengths: tuple[int, ...] = ()
+        # The keys and their lengths, replaced together by one assignment: a reload updates
+        # them in the config thread while other threads log.
+        self._known: tuple[frozenset[str], tuple[int, ...]] = (frozenset(), ())
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
-        self._secrets = frozenset(s for s in secrets if s)
+        known = frozenset(s for s in secrets if s)
         # Longest first, so a key that contains another is replaced whole.
-        self._lengths = tuple(sorted({len(s) for s in self._secrets}, reverse=True))
+        self._known = (known, tuple(sorted({len(s) for s in known}, reverse=True)))
 
     def scrub(self, text: str) -> str:
-        secrets, lengths = self._secrets, self._lengths
+        secrets, lengths = self._known
         if not lengths or len(text) < lengths[-1]:
             return text
         parts: list[str] = []

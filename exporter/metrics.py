@@ -86,7 +86,9 @@ POLL_INTERVAL = Family(
     "retargeting_poll_interval_seconds", "gauge", "The account's configured polling interval"
 )
 ACCOUNT_INFO = Family(
-    "retargeting_account_info", "gauge", "Always 1; the account's configured labels"
+    "retargeting_account_info",
+    "gauge",
+    "Always 1; the account's configured labels and the currency of its revenue",
 )
 DROPPED_SOURCES = Family(
     "retargeting_sources_dropped",
@@ -159,7 +161,12 @@ def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     if snapshot.poll_duration is not None:
         add(POLL_DURATION, snapshot.poll_duration)
     add(POLL_INTERVAL, snapshot.interval)
-    add(ACCOUNT_INFO, 1, "".join(f',{k}="{escape(v)}"' for k, v in sorted(snapshot.labels.items())))
+    extra = f',currency="{snapshot.currency}"' if snapshot.currency else ""
+    add(
+        ACCOUNT_INFO,
+        1,
+        extra + "".join(f',{k}="{escape(v)}"' for k, v in sorted(snapshot.labels.items())),
+    )
     if snapshot.polled:
         add(DROPPED_SOURCES, snapshot.dropped_sources)
     return tuple("".join(blocks[family]) for family in ACCOUNT_FAMILIES)

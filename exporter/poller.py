@@ -102,6 +102,8 @@ class Poller:
         # Accounts not yet polled (ready() and the one summary line once they all have been).
         self._unpolled = {n for n in self._accounts if not (s := store.get(n)) or not s.polled}
         self._summed_up = False
+        self._was_ready = False  # once ready, a reload adding accounts does not take it back
+        self._generations: dict[str, int] = {}  # bumped by a key change: older polls are void
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
         self.self_metrics.accounts.set(len(self._accounts))
@@ -110,11 +112,13 @@ class Poller:
                 store.put(initial_snapshot(account))
 
     @classmethod
-    def for_config(cls, config: Config, self_metrics: SelfMetrics) -> Poller:
+    def for_config(
+        cls, config: Config, self_metrics: SelfMetrics, *, clock: Clock | None = None
+    ) -> Poller:
         """The poller of the daemon and of ``--once``: an empty store, and a client for
         ``config.api`` that ``close()`` closes."""
         client = TrafficSourceClient.for_api(config.api)
-        return cls(config, client, SnapshotStore(), self_metrics=self_metrics)
+        return cls(config, client, SnapshotStore(), self_metrics=self_metrics, clock=clock)
 
     async def close(self) -> None:
         """Close the client in use (once its requests are done); after ``stop()``."""
@@ -151,6 +155,7 @@ class Poller:
         Admission is the caller's (the scheduler, ``poll_all_once``); each request waits for a
         slot of the request limit.
         """
+        generation = self._generations.get(account.name, 0)
         started = self._clock.monotonic()
         config = self._config
         how = AccountFetch(
@@ -166,6 +171,8 @@ class Poller:
         # A reload while the requests were out may have changed or removed the account: the
         # snapshot takes the labels, interval and windows in force now, not those of the start.
         current = self._accounts.get(account.name)
+        if generation != self._generations.get(account.name, 0):
+            current = None  # polled with a key replaced since: its outcome is not the account's
         previous = self.store.get(account.name) or initial_snapshot(account)
         snapshot = next_snapshot(
             current or account,
@@ -178,18 +185,20 @@ class Poller:
         not_before = max((o.result.not_before for o in outcomes), default=0.0)
         if not_before > finished:
             self._scheduler.plan.hold(account.name, not_before - finished)
+        if current is None:
+            return snapshot
         log_changes(previous, snapshot)
         if snapshot.dropped_sources and account.name not in self._warned_cap:
             self._warned_cap.add(account.name)
             log_source_cap(snapshot, self._config.max_sources_per_account)
-        if current is not None:
-            self.store.put(snapshot)
+        self.store.put(snapshot)
         self._unpolled.discard(account.name)
         self._sum_up_first_round()
         return snapshot
 
     def _sum_up_first_round(self) -> None:
         """One line once every account has been polled: how many are up, and how long it took."""
+        self._was_ready = self._was_ready or not self._unpolled  # probed then or not
         if self._unpolled or self._summed_up:
             return
         self._summed_up = True
@@ -264,8 +273,9 @@ class Poller:
         return self._scheduler.running
 
     def ready(self) -> bool:
-        """Every account has been polled at least once (kept as a set: probes come often)."""
-        return not self._unpolled
+        """Every account polled once; then true for good (a new account is only pending)."""
+        self._was_ready = self._was_ready or not self._unpolled
+        return self._was_ready
 
     async def stop(self) -> None:
         """Cancel the scheduler and every poll under way, and wait for them to end."""
@@ -278,11 +288,13 @@ class Poller:
     ) -> Mapping[str, list[str]]:
         """Switch to a new, already validated config without losing state.
 
-        Added accounts start polling, removed ones stop and vanish from the store, unchanged ones
-        keep their data and schedule; a changed key or window list is used from the next request.
+        Added accounts are polled at once, removed ones vanish, unchanged ones keep their data and
+        schedule; a changed key is polled at once (a poll under way with the old key is cancelled
+        and could not store its outcome); other changes apply from the next poll.
         """
         new = {a.name: a for a in config.accounts}
-        changes = diff_accounts(self._accounts, new)
+        old = self._accounts
+        changes = diff_accounts(old, new)
         self._config = config
         self._accounts = new
         self.self_metrics.accounts.set(len(new))
@@ -290,6 +302,7 @@ class Poller:
             self._client = client
         self._limit.resize(config.api.max_concurrency)
         for name in changes.removed:
+            self._generations[name] = self._generations.get(name, 0) + 1
             self._scheduler.remove(name)
             self._unpolled.discard(name)
             self.store.remove(name)
@@ -298,6 +311,9 @@ class Poller:
             snapshot = self.store.get(name)
             if snapshot is not None:
                 self.store.put(reconfigured(snapshot, new[name]))
+            if new[name].rest_key != old[name].rest_key:  # polled again at once, with the new key
+                self._generations[name] = self._generations.get(name, 0) + 1
+                self._scheduler.restart(name)
         for name in changes.added:
             self.store.put(initial_snapshot(new[name]))
             self._unpolled.add(name)

@@ -158,6 +158,16 @@ class Scheduler:
             self.plan.enter(name)
             self.wake()
 
+    def restart(self, name: str) -> None:
+        """Poll the account now (its key changed): a poll under way is cancelled, the next starts
+        at once and the account's phase starts again from here."""
+        task = self._polls.pop(name, None)
+        if task is not None:
+            task.cancel()
+        if self.running:
+            self.plan.enter(name)
+            self.wake()
+
     def remove(self, name: str) -> None:
         """An account that is gone: its poll under way is cancelled, no further one planned."""
         task = self._polls.pop(name, None)

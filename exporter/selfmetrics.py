@@ -14,7 +14,7 @@ its name to README's metrics table. ``names()`` picks it up for ``metrics.METRIC
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,7 +23,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 
@@ -95,6 +97,9 @@ class SelfMetrics:
             "arrived within --web.read-header-timeout.",
             registry=registry,
         )
+        # Fed by the daemon: (file as its glob gave it, last load good) of each account file.
+        self.account_files: Callable[[], Iterable[tuple[str, bool]]] = tuple
+        registry.register(_AccountFiles(lambda: self.account_files()))
         if loop_lag is not None:
             Gauge(
                 LOOP_LAG,
@@ -122,3 +127,24 @@ class SelfMetrics:
 LOOP_LAG = "retargeting_exporter_event_loop_lag_seconds"
 # Why the listener closed a connection at once: the label values of the rejected counter.
 HTTP_REJECT_REASONS = ("per_client_limit", "max_connections")
+
+
+ACCOUNT_FILE_OK = "retargeting_exporter_account_file_last_load_successful"
+
+
+class _AccountFiles(Collector):
+    """One series per matched account file, built fresh on every scrape (files come and go)."""
+
+    def __init__(self, files: Callable[[], Iterable[tuple[str, bool]]]) -> None:
+        self._files = files
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            ACCOUNT_FILE_OK,
+            "1 if the account file was read and every account in it applied at the last load, "
+            "else 0.",
+            labels=["file"],
+        )
+        for file, ok in self._files():
+            family.add_metric([file], int(ok))
+        yield family

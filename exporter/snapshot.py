@@ -32,6 +32,7 @@ def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
+        currency=account.currency,
     )
 
 
@@ -43,6 +44,7 @@ def reconfigured(snapshot: AccountSnapshot, account: AccountConfig) -> AccountSn
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
+        currency=account.currency,
     )
 
 

@@ -44,6 +44,7 @@ class AccountSnapshot:
     errors_total: Mapping[ApiErrorReason, int] = field(default_factory=lambda: _NO_ERRORS)
     next_poll: float | None = None  # wall-clock time of the next planned poll
     dropped_sources: int = 0
+    currency: str = ""  # ISO 4217 code of the revenue figures; "" when not configured
 
     def visible_figures(self, now: float) -> list[WindowFigures]:
         """Figures still fresh enough to export (younger than ``stale_after``), in window order."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from exporter import __version__
+from exporter.accountfiles import FileLoad
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import CONTENT_TYPE, AccountsExposition
 from exporter.poller import Poller
@@ -124,6 +125,7 @@ class Runtime:
     render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one refresh at a time
     guard: WebGuard | None = None  # --web.config.file: basic auth, headers, TLS reloads
     loop_lag: LoopLagMonitor | None = None  # --debug.loop-lag
+    account_files: Callable[[], Iterable[FileLoad]] = tuple  # as last loaded (account_files:)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -196,6 +198,7 @@ def _account_row(snapshot: AccountSnapshot, next_poll: float | None, now: float)
         f"<td>{esc(snapshot.name)}</td>"
         f'<td class="state"><span class="badge {css}">{state}</span></td>'
         f'<td class="active-{active}">{active}</td>'
+        f'<td class="currency">{esc(snapshot.currency) or "-"}</td>'
         f"<td>{last_success}</td><td>{error}</td><td>{upcoming}</td></tr>"
     )
 
@@ -228,12 +231,34 @@ async def index(request: web.Request) -> web.Response:
 <a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>
 <p id="summary">{len(snapshots)} accounts, {down} down.</p>
 <table id="accounts"><thead><tr><th>Account</th><th>State</th><th>Active</th>
-<th>Last success</th><th>Last error</th><th>Next poll</th></tr></thead>
+<th>Currency</th><th>Last success</th><th>Last error</th><th>Next poll</th></tr></thead>
 <tbody>
 {rows}
-</tbody></table></body></html>
+</tbody></table>{_account_files(rt.account_files())}</body></html>
 """
     return web.Response(text=page, content_type="text/html")
+
+
+def _account_files(files: Iterable[FileLoad]) -> str:
+    """Each account file: its accounts and problems (names, paths and reasons, never a key)."""
+    esc = html.escape
+    rows = []
+    for load in files:
+        state, css = ("valid", "up") if load.ok else (f"{len(load.problems)} problem(s)", "down")
+        problems = "<br>".join(esc(p.text) for p in load.problems)
+        rows.append(
+            f'<tr class="file {css}" data-file="{esc(load.file)}"><td>{esc(load.file)}</td>'
+            f'<td class="state"><span class="badge {css}">{state}</span></td>'
+            f"<td>{len(load.accounts)}</td><td>{problems}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        '\n<h2>Account files</h2>\n<table id="account-files"><thead><tr><th>File</th>'
+        "<th>State</th><th>Accounts</th><th>Problems</th></tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>"
+    )
 
 
 def make_app(runtime: Runtime) -> web.Application:

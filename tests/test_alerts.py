@@ -28,6 +28,7 @@ EXPORTER_ALERTS = {
     "RetargetingExporterDown",
     "RetargetingExporterAbsent",
     "RetargetingExporterConfigReloadFailed",
+    "RetargetingExporterAccountFileInvalid",
     "RetargetingExporterInternalErrors",
 }
 PER_SOURCE_ALERTS = {"RetargetingCTRDrop", "RetargetingCVRDrop"}

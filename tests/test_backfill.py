@@ -381,6 +381,27 @@ def test_refusal_through_the_command_line(
     assert "standard input is not a terminal; pass --yes" in capsys.readouterr().err
 
 
+def test_accounts_of_account_files_can_be_backfilled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """backfill reads the same accounts as the daemon: those of the account files too."""
+    monkeypatch.setattr(backfill.command, "CONFIRM_ABOVE", 1)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"api": {"url": "http://127.0.0.1:9/never"}, "account_files": ["shops/*.yaml"]}
+        )
+    )
+    (tmp_path / "shops").mkdir()
+    (tmp_path / "shops" / "a.yaml").write_text("- name: shop-f\n  rest_key_file: f.key\n")
+    (tmp_path / "shops" / "f.key").write_text("key-f")
+    argv = ["backfill", "--config.file", str(config), "--days", "1", "--output", str(tmp_path)]
+    assert cli.main([*argv, "--account", "shop-f"]) == 2
+    assert "standard input is not a terminal; pass --yes" in capsys.readouterr().err
+    assert cli.main([*argv, "--account", "shop-g"]) == 2
+    assert "--account: not in" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -113,13 +113,13 @@ def test_per_account_calendar_windows() -> None:
         ),
         pytest.param(
             {"accounts": [{"name": "a", "rest_key_env": "SHOP_A_KEY", "timezone": "utc"}]},
-            ["accounts[0].timezone: unknown time zone 'utc' (use an IANA name such as "
+            ["accounts[0] (a).timezone: unknown time zone 'utc' (use an IANA name such as "
              "Europe/Bucharest, America/New_York or UTC; names are case-sensitive)"],
             id="unknown-account-case",
         ),
         pytest.param(
             {"accounts": [{"name": "a", "rest_key_env": "SHOP_A_KEY", "timezone": "../etc"}]},
-            ["accounts[0].timezone: unknown time zone '../etc' (use an IANA name such as "
+            ["accounts[0] (a).timezone: unknown time zone '../etc' (use an IANA name such as "
              "Europe/Bucharest, America/New_York or UTC; names are case-sensitive)"],
             id="path-is-not-a-zone",
         ),

@@ -18,8 +18,9 @@ from conftest import Clients
 from rawhttp import Answer, RawServer, response
 from test_webconfig import Pki
 
+from exporter.apiurls import ProxyUrl
 from exporter.client import TrafficSourceClient, classify_response, parse_retry_after
-from exporter.config import ApiConfig, ProxyUrl, RestKey
+from exporter.config import ApiConfig, RestKey
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.fakeapi import (
     DOCUMENTED_EXAMPLE_ROWS,

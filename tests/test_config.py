@@ -14,14 +14,12 @@ import yaml
 from tooling import REPO
 from yarl import URL
 
+from exporter.apiurls import ProxyUrl, url_problem, user_agent_problem
 from exporter.config import (
     DEFAULT_API_URL,
-    ProxyUrl,
     RestKey,
     load_config,
     parse_config,
-    url_problem,
-    user_agent_problem,
 )
 from exporter.logs import Redactor
 from exporter.window import Window
@@ -99,7 +97,11 @@ def test_overrides_per_account(tmp_path: Path) -> None:
 
 BAD_CONFIGS = [
     pytest.param([1, 2], ["must be a mapping, got a list"], id="not-a-mapping"),
-    pytest.param({}, ["accounts: must be a non-empty list of accounts"], id="no-accounts"),
+    pytest.param(
+        {},
+        ["accounts: must be a non-empty list of accounts (or give account_files)"],
+        id="no-accounts",
+    ),
     pytest.param(
         minimal(pollng={"interval": "1m"}),
         ["pollng: unknown key (did you mean 'polling'?)"],
@@ -129,7 +131,7 @@ BAD_CONFIGS = [
         minimal(polling={"interval": "5m", "stale_after": "1m"}),
         [
             "polling.stale_after: must be at least polling.interval",
-            "accounts[0].stale_after: must be at least the account's polling interval",
+            "accounts[0] (shop-a).stale_after: must be at least the account's polling interval",
         ],
         id="stale-before-interval",
     ),
@@ -200,16 +202,16 @@ BAD_CONFIGS = [
     pytest.param(
         {"accounts": [{"name": "a"}]},
         [
-            "accounts[0]: needs exactly one of rest_key_env, rest_key_file, rest_key_credential, "
-            "rest_key (none is set)"
+            "accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, "
+            "rest_key_credential, rest_key (none is set)"
         ],
         id="no-key",
     ),
     pytest.param(
         {"accounts": [{"name": "a", "rest_key_env": "SHOP_A_KEY", "rest_key": "x"}]},
         [
-            "accounts[0]: needs exactly one of rest_key_env, rest_key_file, rest_key_credential, "
-            "rest_key (rest_key_env and rest_key are all set)"
+            "accounts[0] (a): needs exactly one of rest_key_env, rest_key_file, "
+            "rest_key_credential, rest_key (rest_key_env and rest_key are all set)"
         ],
         id="two-keys",
     ),
@@ -221,17 +223,17 @@ BAD_CONFIGS = [
                 {"name": "c", "rest_key_env": "SHOP_KEY"},
             ]
         },
-        ["accounts[2].rest_key_env: environment variable SHOP_KEY is not set"],
+        ["accounts[2] (c).rest_key_env: environment variable SHOP_KEY is not set"],
         id="env-not-set",
     ),
     pytest.param(
         {"accounts": [{"name": "a", "rest_key_env": "EMPTY"}]},
-        ["accounts[0].rest_key_env: environment variable EMPTY is empty"],
+        ["accounts[0] (a).rest_key_env: environment variable EMPTY is empty"],
         id="env-empty",
     ),
     pytest.param(
         {"accounts": [{"name": "a", "rest_key_file": "/nonexistent/key"}]},
-        ["accounts[0].rest_key_file: cannot read /nonexistent/key: No such file or directory"],
+        ["accounts[0] (a).rest_key_file: cannot read /nonexistent/key: No such file or directory"],
         id="key-file-missing",
     ),
     pytest.param(
@@ -241,7 +243,7 @@ BAD_CONFIGS = [
                 {"name": "a", "rest_key_env": "SHOP_B_KEY"},
             ]
         },
-        ["accounts[1].name: 'a' is already used by accounts[0]"],
+        ["accounts[1] (a).name: 'a' is already used by accounts[0]"],
         id="duplicate-name",
     ),
     pytest.param(
@@ -266,12 +268,13 @@ BAD_CONFIGS = [
             ]
         },
         [
-            "accounts[0].rest_keyenv: unknown key (did you mean 'rest_key_env'?)",
-            "accounts[0].labels.account: account is set by the exporter and cannot be configured",
-            "accounts[0].labels.bad-name: is not a valid Prometheus label name",
-            "accounts[0].labels.ok: must be a string",
-            "accounts[0].windows[1]: window 45d must be between 1h and 30d (the API's limit)",
-            "accounts[0].interval: must be at least 30s, got 1s",
+            "accounts[0] (a).rest_keyenv: unknown key (did you mean 'rest_key_env'?)",
+            "accounts[0] (a).labels.account: "
+            "account is set by the exporter and cannot be configured",
+            "accounts[0] (a).labels.bad-name: is not a valid Prometheus label name",
+            "accounts[0] (a).labels.ok: must be a string",
+            "accounts[0] (a).windows[1]: window 45d must be between 1h and 30d (the API's limit)",
+            "accounts[0] (a).interval: must be at least 30s, got 1s",
         ],
         id="account-fields",
     ),
@@ -289,7 +292,7 @@ def test_error_message_names_the_file_and_lists_problems() -> None:
     text = str(info.value)
     assert text.startswith("invalid configuration /etc/ret.yaml:\n")
     assert "  - x: unknown key" in text
-    assert "  - accounts[0]: needs exactly one of" in text
+    assert "  - accounts[0] (a): needs exactly one of" in text
 
 
 @pytest.mark.parametrize(
@@ -378,7 +381,7 @@ def test_config_check_cli_exits_2_without_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert str(path) in result.stderr
-    assert "accounts[0].rest_key_env: environment variable NOT_SET_ANYWHERE is not set" in (
+    assert "accounts[0] (a).rest_key_env: environment variable NOT_SET_ANYWHERE is not set" in (
         result.stderr
     )
 
@@ -685,5 +688,5 @@ def test_bad_credentials_are_named(
     env = {"CREDENTIALS_DIRECTORY": str(tmp_path)} if env is None else env
     data = {"accounts": [{"name": "a", "rest_key_credential": name}]}
     assert problems_of(data, env) == [
-        f"accounts[0].rest_key_credential: {problem.format(dir=tmp_path)}"
+        f"accounts[0] (a).rest_key_credential: {problem.format(dir=tmp_path)}"
     ]

@@ -304,6 +304,23 @@ def test_panels_do_not_overlap() -> None:
 # --- metrics exist ------------------------------------------------------------------------------
 
 
+_AGGREGATION = re.compile(r"\b(sum|avg|min|max|count)\s*(?:by\s*\(([^)]*)\))?\s*\(")
+
+
+def test_no_panel_adds_up_revenue_of_different_currencies() -> None:
+    """Revenue is in each shop's currency: every aggregation keeps the account or the currency."""
+    revenue = [
+        (panel["title"], target["expr"])
+        for panel, target in panel_queries(load_dashboard())
+        if "retargeting_revenue" in target["expr"]
+    ]
+    assert any("by (currency)" in expr for _, expr in revenue), "no per-currency total"
+    for title, expr in revenue:
+        for _, grouping in _AGGREGATION.findall(expr):
+            labels = {label.strip() for label in grouping.split(",")}
+            assert labels & {"account", "currency"}, f"{title}: {expr}"
+
+
 def test_panels_and_variables_use_only_exported_metrics() -> None:
     dashboard = load_dashboard()
     used: dict[str, set[str]] = {}

@@ -295,8 +295,9 @@ def resolve_variables(
 def test_every_dashboard_query_runs_and_shows_data(stack: Stack) -> None:
     values, options = resolve_variables(stack)
     assert options["job"] == ["retargeting"]
-    # The account label filter offers the labels the demo gives its accounts, and `account`.
-    assert options["label"] == ["account", "plan", "team"]
+    # The account label filter offers the labels the demo gives its accounts, `account`, and
+    # `currency` (filter the dashboard by a currency).
+    assert options["label"] == ["account", "currency", "plan", "team"]
     assert set(options["label_value"]) == HEALTHY_ACCOUNTS | FAILING_ACCOUNTS
     assert set(options["account"]) == HEALTHY_ACCOUNTS | FAILING_ACCOUNTS
     assert {"Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups"} <= set(

@@ -22,11 +22,13 @@ from typing import Any
 
 import pytest
 import yaml
+from test_account_files import SecretVolume
 from test_alerts import RUNBOOK_URL
 from test_dockerfile import config_file_path, dockerfile, image_user
 from tooling import REPO, missing
 
 import exporter
+from exporter.accountfiles import ConfigSource
 from exporter.config import load_config
 from exporter.sharding import parse_shard_index
 from exporter.yamlcheck import ConfigError
@@ -116,6 +118,7 @@ def container(objects: list[Obj]) -> Obj:
 
 def test_the_documented_scenarios_exist() -> None:
     assert set(SCENARIOS) >= {
+        "account-files-values.yaml",
         "default-values.yaml",
         "existing-secret-values.yaml",
         "monitoring-values.yaml",
@@ -494,6 +497,43 @@ def test_existing_secret_is_used_and_none_is_created() -> None:
     assert refs == {"retargeting-keys"}
 
 
+def test_account_files_come_from_a_mounted_secret_that_rolls_no_pod(tmp_path: Path) -> None:
+    """The Secret is mounted as a folder the kubelet updates in place (the ``..data`` swap, built
+    here for real); its account files are in the config, and no checksum ties the pods to it."""
+    values = scenario_values("account-files-values.yaml")
+    values["accountFiles"]["mountPath"] = str(tmp_path / "shops")
+    objects = render(values)
+    pod = workload(objects)["spec"]["template"]
+    assert set(pod["metadata"]["annotations"]) == {"checksum/config", "checksum/secret"}
+    assert find(objects, "Secret") == []  # the chart makes none: the user's Secret is the source
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "account-files"]
+    assert volume["secret"] == {"secretName": "retargeting-shops"}
+    (mount,) = [m for m in container(objects)["volumeMounts"] if m["name"] == "account-files"]
+    assert mount == {
+        "name": "account-files",
+        "mountPath": str(tmp_path / "shops"),
+        "readOnly": True,
+    }
+
+    volume_dir = SecretVolume(tmp_path / "shops")
+    shop = {"name": "shop-toys", "rest_key_file": "shop-toys.key", "currency": "HUF"}
+    volume_dir.publish({"shops.yaml": yaml.safe_dump([shop]), "shop-toys.key": "key-toys"})
+    source = ConfigSource(write_config(objects, tmp_path), env={})
+    assert {a.name: a.rest_key.reveal() for a in source.load().accounts} == {
+        "shop-toys": "key-toys"
+    }
+    garden = {"name": "shop-garden", "rest_key_file": "shop-garden.key"}
+    volume_dir.publish(
+        {
+            "shops.yaml": yaml.safe_dump([shop, garden]),
+            "shop-toys.key": "key-toys",
+            "shop-garden.key": "key-garden",
+        }
+    )  # kubectl apply of the updated Secret, as the pod sees it
+    assert source.changed()
+    assert [a.name for a in source.load().accounts] == ["shop-toys", "shop-garden"]
+
+
 # --- the exporter accepts what the chart renders -----------------------------------------------
 
 
@@ -560,8 +600,9 @@ def test_rendered_config_without_the_secret_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={})
     assert caught.value.problems == [
-        "accounts[0].rest_key_env: environment variable RETARGETING_KEY_SHOP_A is not set",
-        "accounts[1].rest_key_env: environment variable RETARGETING_KEY_SHOP_B_EXAMPLE is not set",
+        "accounts[0] (shop-a).rest_key_env: environment variable RETARGETING_KEY_SHOP_A is not set",
+        "accounts[1] (shop_b.example).rest_key_env: "
+        "environment variable RETARGETING_KEY_SHOP_B_EXAMPLE is not set",
     ]
     assert check_config(path, {}).returncode == 2
 

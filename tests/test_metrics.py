@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -74,7 +75,7 @@ def golden_store() -> SnapshotStore:
         last_error_message="Your account is not active!",
         figures=(),
     )
-    return SnapshotStore([healthy(), failing, never])
+    return SnapshotStore([replace(healthy(), currency="RON"), failing, never])
 
 
 def test_golden_exposition() -> None:

@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter import traffic
+from exporter.apiurls import ProxyUrl
 from exporter.client import MAX_RETRY_AFTER, classify_response, parse_retry_after
-from exporter.config import Config, ProxyUrl, parse_config
+from exporter.config import Config, parse_config
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.traffic import MAX_COUNT, TrafficRow, parse_rows
 from exporter.yamlcheck import ConfigError

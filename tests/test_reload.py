@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tooling import free_port
 
 from exporter.config import parse_config
-from exporter.fakeapi import FakeAccount, FakeApi
+from exporter.fakeapi import FakeAccount, FakeApi, Fault
 from exporter.poller import Poller
 from exporter.schedule import phase
 from exporter.store import SnapshotStore
@@ -167,6 +167,7 @@ async def start(config: Path, env: dict[str, str]) -> Daemon:
         *EXE,
         f"--config.file={config}",
         f"--web.listen-address=127.0.0.1:{port}",
+        "--config.auto-reload-interval=0s",  # these tests are about SIGHUP and POST /-/reload
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         env=env,
@@ -319,11 +320,11 @@ async def test_invalid_config_is_rejected_and_the_old_one_keeps_running(
         async with http.post(daemon.url + "/-/reload") as response:
             assert response.status == 500
             body = await response.text()
-        assert "accounts[0].interval: must be at least 30s" in body
-        assert f"accounts[1].rest_key_file: cannot read {tmp_path / 'missing.key'}" in body
+        assert f"accounts[0] ({LATE}).interval: must be at least 30s" in body
+        assert f"accounts[1] ({NEW}).rest_key_file: cannot read {tmp_path / 'missing.key'}" in body
         await daemon.wait_for(lambda: daemon.logged("reload failed"), "the logged rejection")
         (line,) = daemon.logged("reload failed, keeping the running configuration")
-        assert "accounts[0].interval" in line
+        assert f"accounts[0] ({LATE}).interval" in line
 
         # The old configuration keeps running, and the failure is exported.
         after = await scrape(http, daemon)
@@ -386,7 +387,7 @@ async def test_a_reload_during_a_poll_is_not_undone_by_that_poll(fake: FakeApi) 
 
     fake.latency = 0.5
     old = config_for(fake.url, {"team": "emea"})
-    new = config_for(fake.url, {"team": "apac"}, key=KEY_D)
+    new = config_for(fake.url, {"team": "apac"})
     store = SnapshotStore()
     async with TrafficSourceClient(fake.url, timeout=3, user_agent="test") as client:
         poller = Poller(old, client, store)
@@ -400,8 +401,30 @@ async def test_a_reload_during_a_poll_is_not_undone_by_that_poll(fake: FakeApi) 
         snapshot = store.get(LATE)
         assert snapshot is not None and snapshot.polled and snapshot.up
         assert snapshot.labels == {"team": "apac"}
-        # The next poll uses the new key.
-        await poller.poll(poller.config.accounts[0])
+        assert [r.rest_key for r in fake.requests] == [KEY_B]
+
+
+async def test_a_poll_with_a_replaced_key_cannot_overwrite_the_new_keys_outcome(
+    fake: FakeApi,
+) -> None:
+    """The key changes while a poll with the old one is out; the new key's poll ends first.
+    The old poll's answer, arriving last, is not the account's any more: it is dropped."""
+    from exporter.client import TrafficSourceClient
+
+    fake.set_fault(Fault.SLOW_BODY, key=KEY_B, seconds=1.0, chunk_size=64)
+    old = config_for(fake.url, {})
+    new = config_for(fake.url, {}, key=KEY_D)  # another vendor account: other figures
+    store = SnapshotStore()
+    async with TrafficSourceClient(fake.url, timeout=5, user_agent="test") as client:
+        poller = Poller(old, client, store)
+        in_flight = asyncio.create_task(poller.poll(old.accounts[0]))
+        await fake_request_arrived(fake, KEY_B)
+        poller.apply(new)
+        fresh = await poller.poll(poller.config.accounts[0])
+        assert not in_flight.done()  # the old answer is still trickling in
+        await in_flight
+        snapshot = store.get(LATE)
+        assert snapshot == fresh and snapshot.up and snapshot.requests_total == 1
         assert [r.rest_key for r in fake.requests] == [KEY_B, KEY_D]
 
 

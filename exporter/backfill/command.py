@@ -15,13 +15,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from exporter import __version__, eventloop, flags, logs
+from exporter.accountfiles import ConfigSource
 from exporter.backfill.execute import NoProgress, Outcome, Progress, execute
 from exporter.backfill.output import render_openmetrics, write_atomically
 from exporter.backfill.plan import make_plan, step_times
 from exporter.backfill.report import describe_cost, failure_report
 from exporter.backfill.state import StateFile, read_state
 from exporter.client import TrafficSourceClient
-from exporter.config import Config, load_config
+from exporter.config import Config
 from exporter.flags import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -281,7 +282,7 @@ def main(argv: Sequence[str]) -> int:
     redactor = logs.Redactor()
     logs.configure(options.log_level, options.log_format, redactor)
     try:
-        config = load_config(options.config_file)
+        config = ConfigSource(options.config_file).load()  # with its account files' accounts
         redactor.update(config.secrets())
         config = select_accounts(config, options)
     except ConfigError as exc:

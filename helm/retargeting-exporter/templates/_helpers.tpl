@@ -146,6 +146,10 @@ The exporter config: values.config with rest_key_env filled in for accounts keye
 {{- $accounts = append $accounts $copy }}
 {{- end }}
 {{- $_ := set $config "accounts" $accounts }}
+{{- if .Values.accountFiles.existingSecret }}
+{{- $patterns := $config.account_files | default list }}
+{{- $_ := set $config "account_files" (append $patterns (printf "%s/*.yaml" .Values.accountFiles.mountPath)) }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
@@ -238,6 +242,11 @@ spec:
         - name: config
           mountPath: {{ include "retargeting-exporter.configDir" . }}
           readOnly: true
+        {{- if .Values.accountFiles.existingSecret }}
+        - name: account-files
+          mountPath: {{ .Values.accountFiles.mountPath }}
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -245,6 +254,12 @@ spec:
     - name: config
       configMap:
         name: {{ include "retargeting-exporter.fullname" . }}
+    {{- if .Values.accountFiles.existingSecret }}
+    {{- /* No checksum annotation for it: an update must not roll the pods. */}}
+    - name: account-files
+      secret:
+        secretName: {{ .Values.accountFiles.existingSecret }}
+    {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
