@@ -102,10 +102,16 @@ DROPPED_SOURCES = Family(
     "Traffic sources in the last answer that were not exported because of max_sources_per_account",
 )
 
+WINDOW_LAST_SUCCESS = Family(
+    "retargeting_window_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the window's last successful request (its figures go stale from here)",
+)
+
 ACCOUNT_FAMILIES: tuple[Family, ...] = (
     *(f for f, _ in TRAFFIC_FIELDS),
     UP, ACTIVE, REQUESTS, ERRORS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, ACCOUNT_INFO,
-    DROPPED_SOURCES,
+    DROPPED_SOURCES, WINDOW_LAST_SUCCESS,
 )  # fmt: skip
 
 BUILD_INFO = Family(
@@ -228,6 +234,12 @@ def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     blocks[base + 7].append(f"{ACCOUNT_INFO.name}{{{account}{extra}}} 1\n")
     if snapshot.polled:
         blocks[base + 8].append(f"{DROPPED_SOURCES.name}{simple} {snapshot.dropped_sources}\n")
+    fetched = {p[0]: p[1] for p in snapshot.packed_figures}
+    blocks[base + 9].extend(
+        f'{WINDOW_LAST_SUCCESS.name}{{{account},window="{escape(w)}"}} {number(fetched[w])}\n'
+        for w in snapshot.windows
+        if w in fetched
+    )
     return tuple("".join(block) for block in blocks)
 
 

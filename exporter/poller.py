@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import NamedTuple
 
 from exporter.client import TrafficRow, TrafficSourceClient
@@ -23,10 +24,12 @@ from exporter.fetch import (
     fetch_windows,
     fetch_with_retries,
 )
+from exporter.refresh import due_windows
 from exporter.schedule import Cadence, Scheduler, phase
 from exporter.snapshot import (
     cap_sources,
     initial_snapshot,
+    last_answers,
     next_snapshot,
     reconfigured,
     transition,
@@ -140,6 +143,15 @@ class Poller:
     async def _poll(self, account: AccountConfig) -> AccountSnapshot:
         started = self._clock.monotonic()
         config = self._config
+        previous = self._store.get(account.name) or initial_snapshot(account)
+        due = due_windows(
+            account.windows,
+            interval=account.interval,
+            last=last_answers(previous),
+            failed=previous.failed_windows,
+            now=self._clock.time(),
+            end_offset=config.polling.end_offset,
+        )
         how = AccountFetch(
             self,
             config.api.retries,
@@ -148,12 +160,15 @@ class Poller:
             self._clock,
             self._rng,
         )
-        outcomes = await fetch_windows(how, account)
+        if len(due) == len(account.windows):
+            outcomes = await fetch_windows(how, account)
+        else:  # the others are fresh enough (their refresh): asked for at a later poll
+            outcomes = await fetch_windows(how, replace(account, windows=due)) if due else []
         finished = self._clock.time()
         # A reload while the requests were out may have changed or removed the account: the
         # snapshot takes the labels, interval and windows in force now, not those of the start.
         current = self._accounts.get(account.name)
-        previous = self._store.get(account.name) or initial_snapshot(account)
+        previous = self._store.get(account.name) or previous
         snapshot = next_snapshot(
             current or account,
             previous,

@@ -68,6 +68,9 @@ class AccountSnapshot:
     interval: float
     stale_after: float
     windows: tuple[str, ...]  # the configured window names, in order
+    # How long each window's figures are shown after its last success, in ``windows`` order
+    # (empty: ``stale_after`` for every window).
+    stale_limits: tuple[float, ...] = ()
     polled: bool = False  # at least one poll has finished (successfully or not)
     up: bool = False
     active: bool | None = None  # None until an answer tells
@@ -81,6 +84,13 @@ class AccountSnapshot:
     errors_total: Mapping[ApiErrorReason, int] = field(default_factory=lambda: _NO_ERRORS)
     next_poll: float | None = None  # wall-clock time of the next planned poll
     dropped_sources: int = 0
+    failed_windows: tuple[str, ...] = ()  # the windows whose latest request failed
+
+    def stale_limit(self, window: str) -> float:
+        """How long after its last success ``window``'s figures are shown."""
+        if self.stale_limits and window in self.windows:
+            return self.stale_limits[self.windows.index(window)]
+        return self.stale_after
 
     @property
     def figures(self) -> tuple[WindowFigures, ...]:
@@ -93,7 +103,8 @@ class AccountSnapshot:
         return WindowFigures.unpack(packed) if packed is not None else None
 
     def visible_figures(self, now: float) -> tuple[WindowFigures, ...]:
-        """Figures still fresh enough to export (younger than ``stale_after``), in window order."""
+        """Figures still fresh enough to export (younger than their window's stale limit), in
+        window order."""
         return tuple(map(WindowFigures.unpack, self.visible_packed(now)))
 
     def visible_packed(self, now: float) -> list[PackedFigures]:
@@ -103,11 +114,15 @@ class AccountSnapshot:
 
     def stale_deadline(self, now: float) -> float | None:
         """The next moment at which some visible figures become stale (None: none will)."""
-        deadlines = [p[1] + self.stale_after for p in self._fresh(now) if p[0] in self.windows]
+        deadlines = [
+            p[1] + self.stale_limit(p[0]) for p in self._fresh(now) if p[0] in self.windows
+        ]
         return min(deadlines) if deadlines else None
 
     def _fresh(self, now: float) -> list[PackedFigures]:
-        return [p for p in self.packed_figures if now - p[1] <= self.stale_after]
+        if not self.stale_limits:
+            return [p for p in self.packed_figures if now - p[1] <= self.stale_after]
+        return [p for p in self.packed_figures if now - p[1] <= self.stale_limit(p[0])]
 
 
 class SnapshotStore:
