@@ -62,8 +62,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.traffic import SteadyTraffic, read_records, steady_traffic
 from exporter import eventloop, metrics
-from exporter.client import ApiErrorReason
-from exporter.config import parse_duration
+from exporter.errors import ApiErrorReason
+from exporter.yamlcheck import parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
 WINDOW_CHOICES = ("24h", "30d", "7d", "1h")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from exporter import __version__, eventloop, logs
 from exporter.client import TrafficSourceClient
-from exporter.config import Config, ConfigError, format_duration, load_config, parse_duration
+from exporter.config import Config, load_config
 from exporter.daemon import Daemon
 from exporter.flags import (
     EXIT_FAILURE,
@@ -28,6 +28,7 @@ from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
 log = logging.getLogger("exporter")
 

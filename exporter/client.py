@@ -17,7 +17,6 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any
 
 import aiohttp
@@ -26,82 +25,13 @@ import aiohttp.http_exceptions
 import yarl
 
 from exporter.config import ApiConfig, RestKey
-from exporter.traffic import MAX_COUNT, TrafficRow, parse_rows, safe_text
-
-__all__ = [  # what the rest of the exporter imports from here
-    "MAX_BODY_BYTES",
-    "MAX_COUNT",
-    "MAX_RETRY_AFTER",
-    "ApiError",
-    "ApiErrorReason",
-    "TrafficRow",
-    "TrafficSourceClient",
-    "classify_response",
-    "parse_retry_after",
-    "parse_rows",
-]
+from exporter.errors import ApiError, ApiErrorReason
+from exporter.traffic import TrafficRow, parse_rows, safe_text
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_RETRY_AFTER = 3600.0
 KEEPALIVE_SECONDS = 15.0  # an idle connection is not reused after this (servers close them)
 DNS_TTL_SECONDS = 300
-
-
-class ApiErrorReason(StrEnum):
-    """Why a request failed: the bounded ``reason`` label of the error counter."""
-
-    INVALID_KEY = "invalid_key"
-    ACCOUNT_INACTIVE = "account_inactive"
-    INTERVAL_TOO_LONG = "interval_too_long"
-    VALIDATION_FAILED = "validation_failed"
-    API_ERROR = "api_error"
-    RATE_LIMITED = "rate_limited"
-    HTTP_ERROR = "http_error"
-    TIMEOUT = "timeout"
-    CONNECTION_ERROR = "connection_error"
-    INVALID_RESPONSE = "invalid_response"
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying within the same poll (the next attempt may well succeed)."""
-        return self in _TRANSIENT
-
-
-_TRANSIENT = frozenset(
-    {
-        ApiErrorReason.API_ERROR,
-        ApiErrorReason.RATE_LIMITED,
-        ApiErrorReason.HTTP_ERROR,
-        ApiErrorReason.TIMEOUT,
-        ApiErrorReason.CONNECTION_ERROR,
-        ApiErrorReason.INVALID_RESPONSE,
-    }
-)
-
-
-class ApiError(Exception):
-    """A failed request. ``message`` is safe to log and show: it never holds the key or URL."""
-
-    def __init__(
-        self,
-        reason: ApiErrorReason,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-
-    @property
-    def transient(self) -> bool:
-        # A 4xx without a vendor body (other than 429) will not change by retrying.
-        if self.reason is ApiErrorReason.HTTP_ERROR and self.status is not None:
-            return self.status >= 500
-        return self.reason.transient
 
 
 def _reject_constant(name: str) -> Any:

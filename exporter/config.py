@@ -14,13 +14,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exporter import __version__
 from exporter.refresh import refresh_of, stale_limit_of
-from exporter.window import DEFAULT_TIMEZONE, with_timezone
-from exporter.window import Window as Window
-from exporter.yamlcheck import ConfigError as ConfigError
-from exporter.yamlcheck import Problems, duration, integer, kind, mapping, unreadable
-from exporter.yamlcheck import format_duration as format_duration
-from exporter.yamlcheck import parse_duration as parse_duration
-from exporter.yamlcheck import read_yaml_file as read_yaml_file
+from exporter.window import DEFAULT_TIMEZONE, Window, with_timezone
+from exporter.yamlcheck import (
+    ConfigError,
+    Problems,
+    duration,
+    format_duration,
+    integer,
+    kind,
+    mapping,
+    read_yaml_file,
+    unreadable,
+)
 
 DEFAULT_API_URL = "https://api.retargeting.app/v1/partners-api/traffic-source"
 DEFAULT_USER_AGENT = f"retargeting-exporter/{__version__}"

@@ -19,13 +19,14 @@ from aiohttp import web
 
 from exporter import __version__, eventloop
 from exporter.client import TrafficSourceClient
-from exporter.config import Config, ConfigError
+from exporter.config import Config
 from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition, ExporterState
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
+from exporter.yamlcheck import ConfigError
 
 log = logging.getLogger("exporter")
 

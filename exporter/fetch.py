@@ -13,9 +13,11 @@ import random
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from exporter.client import ApiError, ApiErrorReason, TrafficRow
 from exporter.clock import SYSTEM_CLOCK, Clock, as_clock
-from exporter.config import AccountConfig, RestKey, RetryConfig, Window
+from exporter.config import AccountConfig, RestKey, RetryConfig
+from exporter.errors import ApiError, ApiErrorReason
+from exporter.traffic import TrafficRow
+from exporter.window import Window
 
 log = logging.getLogger("exporter.poller")  # one logger for everything a poll says
 

@@ -19,9 +19,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
-from exporter.client import ApiErrorReason, TrafficRow
-from exporter.config import format_duration
+from exporter.errors import ApiErrorReason
 from exporter.store import AccountSnapshot, SnapshotStore, packed_rows, packed_window
+from exporter.traffic import TrafficRow
+from exporter.yamlcheck import format_duration
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -14,20 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import NamedTuple
 
-from exporter.client import TrafficRow, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
 from exporter.config import AccountConfig, Config, RestKey
 from exporter.fetch import (
     AccountFetch,
-    FetchResult,
-    RetryAfterGate,
     fetch_windows,
-    fetch_with_retries,
 )
 from exporter.refresh import due_windows
-from exporter.schedule import Cadence, Scheduler, phase
+from exporter.schedule import Cadence, Scheduler
 from exporter.snapshot import (
-    cap_sources,
     initial_snapshot,
     last_answers,
     next_snapshot,
@@ -35,17 +31,7 @@ from exporter.snapshot import (
     transition,
 )
 from exporter.store import AccountSnapshot, SnapshotStore
-
-__all__ = [
-    "FetchResult",
-    "Poller",
-    "RetryAfterGate",
-    "cap_sources",
-    "diff_accounts",
-    "fetch_with_retries",
-    "initial_snapshot",
-    "phase",
-]
+from exporter.traffic import TrafficRow
 
 log = logging.getLogger(__name__)
 

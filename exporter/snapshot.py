@@ -9,11 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
-from exporter.client import ApiError, ApiErrorReason, TrafficRow
 from exporter.config import AccountConfig
+from exporter.errors import ApiError, ApiErrorReason
 from exporter.fetch import WindowOutcome
 from exporter.refresh import LastAnswer, stale_limit_of
 from exporter.store import AccountSnapshot, WindowFigures
+from exporter.traffic import TrafficRow
 
 # The documented sources come first when the per-account cap forces a choice.
 _DOCUMENTED = ("Newsletter", "Triggered Emails", "Rec. Engine", "Pop-ups")

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from exporter.client import ApiErrorReason, TrafficRow
+from exporter.errors import ApiErrorReason
+from exporter.traffic import TrafficRow
 
 _NO_ERRORS: Mapping[ApiErrorReason, int] = MappingProxyType({r: 0 for r in ApiErrorReason})
 

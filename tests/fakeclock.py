@@ -17,8 +17,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
 
-from exporter.client import ApiError, TrafficRow, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.config import RestKey
+from exporter.errors import ApiError
+from exporter.traffic import TrafficRow
 
 T = TypeVar("T")
 

@@ -32,9 +32,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from tooling import REPO, free_port, require_tool
 
 from exporter import backfill, cli
-from exporter.config import Config, parse_config, parse_duration
+from exporter.config import Config, parse_config
 from exporter.fakeapi import FakeAccount, FakeApi, Fault, traffic_rows
 from exporter.metrics import TRAFFIC_FIELDS
+from exporter.yamlcheck import parse_duration
 
 ENV = {"KEY_A": "key-a", "KEY_B": "key-b"}
 ACCOUNT_A = FakeAccount("key-a", seed=1)

@@ -14,11 +14,13 @@ import pytest
 from conftest import Clients
 from tooling import REPO
 
-from exporter.config import ConfigError, Window, parse_config
+from exporter.config import parse_config
 from exporter.fakeapi import FakeAccount, FakeApi
 from exporter.metrics import render_account
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
+from exporter.window import Window
+from exporter.yamlcheck import ConfigError
 
 ENV = {"SHOP_A_KEY": "key-a", "SHOP_B_KEY": "key-b"}
 

@@ -18,15 +18,9 @@ from conftest import Clients
 from rawhttp import Answer, RawServer, response
 from test_webconfig import Pki
 
-from exporter.client import (
-    ApiError,
-    ApiErrorReason,
-    TrafficRow,
-    TrafficSourceClient,
-    classify_response,
-    parse_retry_after,
-)
+from exporter.client import TrafficSourceClient, classify_response, parse_retry_after
 from exporter.config import ApiConfig, ProxyUrl, RestKey
+from exporter.errors import ApiError, ApiErrorReason
 from exporter.fakeapi import (
     DOCUMENTED_EXAMPLE_ROWS,
     AccountState,
@@ -35,6 +29,7 @@ from exporter.fakeapi import (
     Fault,
     traffic_rows,
 )
+from exporter.traffic import TrafficRow
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 KEY = "client-test-key-7f3a"

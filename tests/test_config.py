@@ -16,19 +16,17 @@ from yarl import URL
 
 from exporter.config import (
     DEFAULT_API_URL,
-    ConfigError,
     ProxyUrl,
     RestKey,
-    Window,
-    format_duration,
     load_config,
     parse_config,
-    parse_duration,
     url_problem,
     user_agent_problem,
 )
 from exporter.logs import Redactor
 from exporter.refresh import refresh_of, stale_limit_of
+from exporter.window import Window
+from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
 ENV = {"SHOP_A_KEY": "key-aaa", "SHOP_B_KEY": "key-bbb", "EMPTY": "  "}
 

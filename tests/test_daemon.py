@@ -15,9 +15,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import Config, ConfigError, parse_config
+from exporter.config import Config, parse_config
 from exporter.daemon import DEMO_RELOAD, Daemon
 from exporter.fakeapi import FakeAccount, FakeApi, Fault
+from exporter.yamlcheck import ConfigError
 
 ENV = {"KEY_A": "daemon-key-a", "KEY_B": "daemon-key-b"}
 

@@ -7,7 +7,7 @@ import re
 from tooling import REPO
 
 from exporter.cli import build_parser
-from exporter.client import ApiErrorReason
+from exporter.errors import ApiErrorReason
 from exporter.metrics import METRIC_NAMES
 
 README = (REPO / "README.md").read_text()

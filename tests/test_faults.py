@@ -26,11 +26,13 @@ from conftest import Clients
 from fakeclock import FakeClock, RecordingClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.client import ApiErrorReason, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.config import Config, parse_config
+from exporter.errors import ApiErrorReason
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi, Fault, traffic_rows
 from exporter.metrics import AccountsExposition, ExporterState, render_all
-from exporter.poller import Poller, phase
+from exporter.poller import Poller
+from exporter.schedule import phase
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 

@@ -26,8 +26,9 @@ from test_dockerfile import config_file_path, dockerfile, image_user
 from tooling import REPO, missing
 
 import exporter
-from exporter.config import ConfigError, load_config
+from exporter.config import load_config
 from exporter.sharding import parse_shard_index
+from exporter.yamlcheck import ConfigError
 
 try:
     import helm_python as helm

@@ -9,7 +9,7 @@ from types import MappingProxyType
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.client import ApiErrorReason, TrafficRow
+from exporter.errors import ApiErrorReason
 from exporter.metrics import (
     METRIC_NAMES,
     AccountsExposition,
@@ -19,6 +19,7 @@ from exporter.metrics import (
     render_exporter,
 )
 from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures, pack_figures
+from exporter.traffic import TrafficRow
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 NOW = 1_800_000_000.0

@@ -16,10 +16,11 @@ from fakeclock import FakeClock, RecordingClient
 from test_faults import wait_for
 
 import exporter.poller
-from exporter.client import ApiError, ApiErrorReason
 from exporter.config import Config, parse_config
+from exporter.errors import ApiError, ApiErrorReason
 from exporter.fakeapi import DOCUMENTED_SOURCES, AccountState, FakeAccount, FakeApi, Fault
-from exporter.poller import Poller, phase
+from exporter.poller import Poller
+from exporter.schedule import phase
 from exporter.store import SnapshotStore
 
 

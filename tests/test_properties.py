@@ -21,17 +21,11 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.client import (
-    MAX_COUNT,
-    MAX_RETRY_AFTER,
-    ApiError,
-    ApiErrorReason,
-    TrafficRow,
-    classify_response,
-    parse_retry_after,
-    parse_rows,
-)
-from exporter.config import Config, ConfigError, ProxyUrl, parse_config
+from exporter.client import MAX_RETRY_AFTER, classify_response, parse_retry_after
+from exporter.config import Config, ProxyUrl, parse_config
+from exporter.errors import ApiError, ApiErrorReason
+from exporter.traffic import MAX_COUNT, TrafficRow, parse_rows
+from exporter.yamlcheck import ConfigError
 
 SETTINGS = settings(
     max_examples=200,

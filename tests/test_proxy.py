@@ -19,8 +19,9 @@ from test_webconfig import Pki
 from tinyproxy import Tinyproxy
 from tooling import free_port
 
-from exporter.client import ApiError, ApiErrorReason, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.config import RestKey, parse_config
+from exporter.errors import ApiError, ApiErrorReason
 from exporter.fakeapi import FakeAccount, FakeApi
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ from conftest import Clients
 from fakeclock import FakeClock, RecordingClient, Sent
 from test_poller import make_config, started_fake
 
-from exporter.client import ApiError, ApiErrorReason
-from exporter.config import RestKey, Window
+from exporter.config import RestKey
+from exporter.errors import ApiError, ApiErrorReason
 from exporter.metrics import AccountsExposition, number
 from exporter.poller import Poller
 from exporter.refresh import (
@@ -29,6 +29,7 @@ from exporter.refresh import (
     window_due,
 )
 from exporter.store import SnapshotStore
+from exporter.window import Window
 
 THIRTY_DAYS = 30 * 86400
 HOUR = 3600.0

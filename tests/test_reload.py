@@ -26,7 +26,8 @@ from tooling import free_port
 
 from exporter.config import parse_config
 from exporter.fakeapi import FakeAccount, FakeApi
-from exporter.poller import Poller, phase
+from exporter.poller import Poller
+from exporter.schedule import phase
 from exporter.store import SnapshotStore
 
 EXE = [sys.executable, "-m", "exporter"]

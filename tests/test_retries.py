@@ -23,10 +23,11 @@ from conftest import Clients
 from fakeclock import FakeClock, RecordingClient
 from test_faults import client_for, key_of, make_config
 
-from exporter.client import ApiErrorReason
 from exporter.config import Config
+from exporter.errors import ApiErrorReason
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi, Fault
-from exporter.poller import Poller, phase
+from exporter.poller import Poller
+from exporter.schedule import phase
 from exporter.store import AccountSnapshot, SnapshotStore
 
 R = ApiErrorReason

@@ -41,8 +41,9 @@ from test_webconfig import Pki
 from tinyproxy import Tinyproxy
 from tooling import free_port
 
-from exporter.client import ApiError, ApiErrorReason, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.config import Config, RestKey, load_config, parse_config
+from exporter.errors import ApiError, ApiErrorReason
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi
 from exporter.logs import JsonFormatter, LogfmtFormatter, Redactor
 from exporter.metrics import AccountsExposition, ExporterState, render_all

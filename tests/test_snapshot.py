@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from exporter.client import ApiError, ApiErrorReason, TrafficRow
 from exporter.config import AccountConfig, parse_config
+from exporter.errors import ApiError, ApiErrorReason
 from exporter.fetch import FetchResult, WindowOutcome
 from exporter.poller import diff_accounts
 from exporter.snapshot import cap_sources, initial_snapshot, next_snapshot, transition
 from exporter.store import AccountSnapshot
+from exporter.traffic import TrafficRow
 
 R = ApiErrorReason
 NOW = 1_700_000_000.0

@@ -35,12 +35,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tooling import free_ports, require_tool
 
 from exporter.client import TrafficSourceClient
-from exporter.config import ConfigError, parse_config
+from exporter.config import parse_config
 from exporter.metrics import AccountsExposition, ExporterState
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebGuard, load_web_config, parse_web_config
+from exporter.yamlcheck import ConfigError
 
 EXE = [sys.executable, "-m", "exporter"]
 USER, PASSWORD = "prometheus", "scrape-pass-6c1a"

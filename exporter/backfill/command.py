@@ -21,7 +21,7 @@ from exporter.backfill.plan import make_plan, step_times
 from exporter.backfill.report import describe_cost, failure_report
 from exporter.backfill.state import StateFile, read_state
 from exporter.client import TrafficSourceClient
-from exporter.config import Config, ConfigError, load_config, parse_duration
+from exporter.config import Config, load_config
 from exporter.flags import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -30,6 +30,7 @@ from exporter.flags import (
     exit_usage,
     parse_shard_flags,
 )
+from exporter.yamlcheck import ConfigError, parse_duration
 
 log = logging.getLogger("exporter.backfill")  # one logger name for the whole command
 

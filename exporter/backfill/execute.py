@@ -14,9 +14,12 @@ from typing import Protocol
 
 from exporter.backfill.plan import Plan, Point, Request, Result
 from exporter.backfill.state import StateFile
-from exporter.client import ApiError, ApiErrorReason, TrafficRow, TrafficSourceClient
+from exporter.client import TrafficSourceClient
 from exporter.config import Config
-from exporter.poller import cap_sources, fetch_with_retries
+from exporter.errors import ApiError, ApiErrorReason
+from exporter.fetch import fetch_with_retries
+from exporter.snapshot import cap_sources
+from exporter.traffic import TrafficRow
 
 # After these the account's remaining requests would fail the same way: they are not sent.
 _ACCOUNT_STOPPERS = frozenset({ApiErrorReason.INVALID_KEY, ApiErrorReason.ACCOUNT_INACTIVE})

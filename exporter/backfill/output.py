@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from exporter.backfill.plan import Result
-from exporter.client import TrafficRow
 from exporter.metrics import TRAFFIC_FIELDS, escape, number
+from exporter.traffic import TrafficRow
 
 
 def render_openmetrics(results: Iterable[Result], extra_labels: Mapping[str, str]) -> str:

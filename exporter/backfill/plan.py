@@ -7,8 +7,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.client import TrafficRow
 from exporter.config import AccountConfig, Config
+from exporter.traffic import TrafficRow
 
 
 @dataclass(frozen=True, order=True)

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 from exporter.backfill.execute import Outcome
 from exporter.backfill.plan import Plan, Result
-from exporter.config import Config, format_duration
+from exporter.config import Config
+from exporter.yamlcheck import format_duration
 
 _FAILURES_SHOWN_PER_ACCOUNT = 10
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from exporter.backfill.plan import Point, Result
-from exporter.client import TrafficRow
+from exporter.traffic import TrafficRow
 
 log = logging.getLogger("exporter.backfill")  # one logger name for the whole command
 
