@@ -26,8 +26,10 @@ from exporter.flags import (
 )
 from exporter.metrics import AccountsExposition, ExporterState, render_all
 from exporter.poller import Poller
+from exporter.refresh import refresh_of, requests_per_day
 from exporter.store import SnapshotStore
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.window import Window
 from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
 log = logging.getLogger("exporter")
@@ -194,7 +196,7 @@ def summary(config: Config, options: Options) -> str:
         f"proxy={config.api.proxy_url or 'from the environment'}",
         f"polling: interval={format_duration(p.interval)} jitter={format_duration(p.jitter)} "
         f"stale_after={format_duration(p.stale_after)} end_offset={format_duration(p.end_offset)}",
-        f"windows: {', '.join(w.name for w in config.windows)}",
+        f"windows: {', '.join(_window_text(w, p.interval) for w in config.windows)}",
         f"max_sources_per_account: {config.max_sources_per_account}",
     ]
     selected = select_shard(config, options.shard_count, options.shard_index)
@@ -206,13 +208,35 @@ def summary(config: Config, options: Options) -> str:
     for a in config.accounts:
         labels = " ".join(f"{k}={v}" for k, v in sorted(a.labels.items())) or "-"
         skipped = "" if a.name in mine else "  (other shard)"
-        windows = ",".join(w.name for w in a.windows)
+        windows = ",".join(_window_text(w, a.interval) for w in a.windows)
         lines.append(
             f"  - {a.name}: key from {a.key_source}; windows {windows}; "
-            f"every {format_duration(a.interval)}; labels {labels}{skipped}"
+            f"every {format_duration(a.interval)}; "
+            f"{_count(requests_per_day(a.windows, a.interval))} requests a day; "
+            f"labels {labels}{skipped}"
         )
+    total = sum(requests_per_day(a.windows, a.interval) for a in config.accounts)
+    in_shard = sum(requests_per_day(a.windows, a.interval) for a in selected.accounts)
+    shard_total = f", {_count(in_shard)} in this shard" if options.shard_count > 1 else ""
+    lines.append(
+        f"API requests a day: {_count(total)}{shard_total} (when every request succeeds; "
+        "retries come on top)"
+    )
     lines.extend(f"warning: {w}" for w in config.warnings)
     return "\n".join(lines)
+
+
+def _window_text(window: Window, interval: float) -> str:
+    """A window as ``--config.check`` lists it: ``30d(every 1h)`` if not asked at every poll."""
+    refresh = refresh_of(window, interval)
+    if refresh <= interval:
+        return window.name
+    return f"{window.name}(every {format_duration(refresh)})"
+
+
+def _count(requests: float) -> str:
+    """Requests a day, whole unless fewer than ten."""
+    return f"{requests:.0f}" if requests >= 10 or requests == int(requests) else f"{requests:.1f}"
 
 
 async def run_once(config: Config, state: ExporterState) -> int:
