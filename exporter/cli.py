@@ -24,9 +24,10 @@ from exporter.flags import (
     parse_shard_flags,
     select_shard,
 )
-from exporter.metrics import AccountsExposition, ExporterState, render_all
+from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
 from exporter.refresh import refresh_of, requests_per_day
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import SnapshotStore
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.window import Window
@@ -239,15 +240,14 @@ def _count(requests: float) -> str:
     return f"{requests:.0f}" if requests >= 10 or requests == int(requests) else f"{requests:.1f}"
 
 
-async def run_once(config: Config, state: ExporterState) -> int:
+async def run_once(config: Config, own: SelfMetrics) -> int:
     """Poll every account once and print the exposition."""
     async with TrafficSourceClient.for_api(config.api) as client:
         store = SnapshotStore()
-        poller = Poller(config, client, store)
+        poller = Poller(config, client, store, self_metrics=own)
         snapshots = await poller.poll_all_once()
-    state.accounts = len(store)
     exposition = AccountsExposition(config.polling.interval)
-    sys.stdout.write(render_all(exposition, store, state, time.time()).decode("utf-8"))
+    sys.stdout.write(render_all(exposition, store, own, time.time()).decode("utf-8"))
     sys.stdout.flush()
     failed = [s.name for s in snapshots if not s.up]
     if failed:
@@ -384,17 +384,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "accounts": len(config.accounts),
                 },
             )
-    state = ExporterState(shard_index=options.shard_index, shard_count=options.shard_count)
     try:
         if options.once:
             if config is None:  # --demo --once: poll the demo accounts once
-                return eventloop.run(_demo_once(options, state, redactor))
-            return eventloop.run(run_once(config, state))
+                return eventloop.run(_demo_once(options, redactor))
+            return eventloop.run(run_once(config, _once_metrics(options, config)))
         return eventloop.run(run_daemon(options, config, redactor, web_config))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-async def _demo_once(options: Options, state: ExporterState, redactor: logs.Redactor) -> int:
+def _once_metrics(options: Options, config: Config) -> SelfMetrics:
+    """``--once``'s exporter-wide metrics: as the daemon's at start."""
+    return SelfMetrics(
+        shard_index=options.shard_index,
+        shard_count=options.shard_count,
+        request_timeout=config.api.timeout,
+    )
+
+
+async def _demo_once(options: Options, redactor: logs.Redactor) -> int:
     async with _demo(options, redactor) as (_, config):
-        return await run_once(config, state)
+        return await run_once(config, _once_metrics(options, config))

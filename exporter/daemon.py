@@ -21,8 +21,9 @@ from exporter import __version__, eventloop
 from exporter.client import TrafficSourceClient
 from exporter.config import Config
 from exporter.looplag import LoopLagMonitor
-from exporter.metrics import AccountsExposition, ExporterState
+from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
@@ -55,15 +56,21 @@ class Daemon:
     ) -> None:
         self._load = load
         self._listen = (listen_host, listen_port)
-        self.state = ExporterState(
+        loop_lag = LoopLagMonitor(loop_lag_window) if loop_lag_window else None
+        self.self_metrics = SelfMetrics(
             shard_index=shard_index,
             shard_count=shard_count,
-            accounts=len(config.accounts),
-            reload_successful=True,
-            reload_success_timestamp=time.time(),
+            loop_lag=loop_lag.max_lag if loop_lag is not None else None,
+            request_timeout=config.api.timeout,
         )
+        self.self_metrics.reload_success_timestamp.set(time.time())
         store = SnapshotStore()
-        self.poller = Poller(config, TrafficSourceClient.for_api(config.api), store)
+        self.poller = Poller(
+            config,
+            TrafficSourceClient.for_api(config.api),
+            store,
+            self_metrics=self.self_metrics,
+        )
         self.guard = WebGuard(web_config) if web_config is not None else None
         # Clients a reload replaced, closing once their last requests are done.
         self._retiring: set[asyncio.Task[None]] = set()
@@ -71,11 +78,11 @@ class Daemon:
             store=store,
             poller=self.poller,
             exposition=AccountsExposition(config.polling.interval),
-            state=self.state,
+            self_metrics=self.self_metrics,
             reload=self.reload,
             telemetry_path=telemetry_path,
             guard=self.guard,
-            loop_lag=LoopLagMonitor(loop_lag_window) if loop_lag_window else None,
+            loop_lag=loop_lag,
         )
         self._runner = web.AppRunner(make_app(self.runtime), access_log=None, handle_signals=False)
         self._reload_lock = asyncio.Lock()
@@ -150,7 +157,7 @@ class Daemon:
             try:
                 new = self._load()
             except ConfigError as exc:
-                self.state.reload_successful = False
+                self.self_metrics.reload_successful.set(0)
                 log.error(
                     "reload failed, keeping the running configuration", extra={"error": str(exc)}
                 )
@@ -170,9 +177,8 @@ class Daemon:
             retiring.add_done_callback(self._retiring.discard)
         if new.polling.interval != old.polling.interval:  # HELP texts name the interval
             self.runtime.exposition = AccountsExposition(new.polling.interval)
-        self.state.reload_successful = True
-        self.state.reload_success_timestamp = time.time()
-        self.state.accounts = len(new.accounts)
+        self.self_metrics.reload_successful.set(1)
+        self.self_metrics.reload_success_timestamp.set(time.time())
         for warning in new.warnings:
             log.warning(warning)
         detail = {k: ",".join(v) for k, v in changes.items() if v}

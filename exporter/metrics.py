@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import functools
 import itertools
-import platform
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.process_collector import ProcessCollector
-
-from exporter import __version__
 from exporter.errors import ApiErrorReason
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import AccountSnapshot, SnapshotStore, packed_rows, packed_window
 from exporter.traffic import TrafficRow
 from exporter.yamlcheck import format_duration
@@ -115,48 +111,10 @@ ACCOUNT_FAMILIES: tuple[Family, ...] = (
     DROPPED_SOURCES, WINDOW_LAST_SUCCESS,
 )  # fmt: skip
 
-BUILD_INFO = Family(
-    "retargeting_exporter_build_info",
-    "gauge",
-    "Always 1; the exporter's version and Python version",
-)
-SHARD_INFO = Family(
-    "retargeting_exporter_shard_info",
-    "gauge",
-    "Always 1; which shard of the accounts this replica polls",
-)
-ACCOUNTS = Family("retargeting_exporter_accounts", "gauge", "Accounts this replica polls")
-RELOAD_OK = Family(
-    "retargeting_exporter_config_last_reload_successful",
-    "gauge",
-    "1 if the last configuration (re)load succeeded",
-)
-RELOAD_TS = Family(
-    "retargeting_exporter_config_last_reload_success_timestamp_seconds",
-    "gauge",
-    "Unix time of the last successful configuration (re)load",
-)
-INTERNAL_ERRORS = Family(
-    "retargeting_exporter_internal_errors_total",
-    "counter",
-    "Unexpected errors inside the exporter's poll loops (bugs); see the logs",
-)
-
-EXPORTER_FAMILIES: tuple[Family, ...] = (
-    BUILD_INFO, SHARD_INFO, ACCOUNTS, RELOAD_OK, RELOAD_TS, INTERNAL_ERRORS,
-)  # fmt: skip
-
-# Only with --debug.loop-lag (for benchmarks and debugging), so not among EXPORTER_FAMILIES.
-LOOP_LAG = Family(
-    "retargeting_exporter_event_loop_lag_seconds",
-    "gauge",
-    "Longest delay of the event loop (a 10ms timer firing late) within the --debug.loop-lag window",
-)
-
-# Every metric name the exporter can expose (dashboards and alerts may use only these).
-METRIC_NAMES: frozenset[str] = frozenset(
-    f.name for f in (*ACCOUNT_FAMILIES, *EXPORTER_FAMILIES, LOOP_LAG)
-)
+# Every metric name the exporter can expose (dashboards and alerts may use only these): the
+# per-account families above and the exporter-wide ones of ``exporter.selfmetrics``.
+EXPORTER_NAMES: frozenset[str] = SelfMetrics(loop_lag=float).names()
+METRIC_NAMES: frozenset[str] = frozenset(f.name for f in ACCOUNT_FAMILIES) | EXPORTER_NAMES
 
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 
@@ -343,48 +301,8 @@ class AccountsExposition:
         return self._body
 
 
-@dataclass
-class ExporterState:
-    """Exporter-wide facts for the self-metrics (not per account)."""
-
-    shard_index: int = 0
-    shard_count: int = 1
-    accounts: int = 0
-    reload_successful: bool = True
-    reload_success_timestamp: float = 0.0
-    internal_errors: int = 0
-    loop_lag: float | None = None  # seconds; None without --debug.loop-lag
-
-
-_PROCESS_REGISTRY = CollectorRegistry(auto_describe=False)
-ProcessCollector(registry=_PROCESS_REGISTRY)
-
-
-def render_exporter(state: ExporterState) -> bytes:
-    """The exporter's own metrics plus the standard ``process_*`` metrics."""
-    values: list[tuple[Family, str, float]] = [
-        (
-            BUILD_INFO,
-            f'{{version="{escape(__version__)}",python_version="{platform.python_version()}"}}',
-            1,
-        ),
-        (SHARD_INFO, f'{{shard_index="{state.shard_index}",shard_count="{state.shard_count}"}}', 1),
-        (ACCOUNTS, "", state.accounts),
-        (RELOAD_OK, "", int(state.reload_successful)),
-        (RELOAD_TS, "", state.reload_success_timestamp),
-        (INTERNAL_ERRORS, "", state.internal_errors),
-    ]
-    if state.loop_lag is not None:
-        values.append((LOOP_LAG, "", state.loop_lag))
-    text = "".join(
-        f"# HELP {f.name} {f.help}.\n# TYPE {f.name} {f.type}\n{f.name}{labels} {number(v)}\n"
-        for f, labels, v in values
-    )
-    return text.encode("utf-8") + generate_latest(_PROCESS_REGISTRY)
-
-
 def render_all(
-    exposition: AccountsExposition, store: SnapshotStore, state: ExporterState, now: float
+    exposition: AccountsExposition, store: SnapshotStore, own: SelfMetrics, now: float
 ) -> bytes:
     """The whole exposition in one piece (``--once`` and tests)."""
-    return exposition.render(store, now) + render_exporter(state)
+    return exposition.render(store, now) + own.render()

@@ -17,12 +17,14 @@ from typing import NamedTuple
 from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
 from exporter.config import AccountConfig, Config, RestKey
+from exporter.errors import ApiError
 from exporter.fetch import (
     AccountFetch,
     fetch_windows,
 )
 from exporter.refresh import due_windows
 from exporter.schedule import Cadence, Scheduler
+from exporter.selfmetrics import OUTCOMES, SUCCESS, SelfMetrics
 from exporter.snapshot import (
     initial_snapshot,
     last_answers,
@@ -73,8 +75,11 @@ class Poller:
         *,
         clock: Clock | Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        self_metrics: SelfMetrics | None = None,
     ) -> None:
         self._config = config
+        # The exporter-wide metrics this poller feeds (accounts, internal errors).
+        self.self_metrics = self_metrics or SelfMetrics()
         self._client = client
         self._store = store
         self._clock = as_clock(clock)
@@ -91,7 +96,10 @@ class Poller:
         self._summed_up = False
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
-        self.internal_errors = 0
+        self.self_metrics.accounts.set(len(self._accounts))
+        self.self_metrics.polls_overdue.set_function(lambda: self._scheduler.plan.overdue())
+        histogram = self.self_metrics.request_duration
+        self._durations = {outcome: histogram.labels(outcome) for outcome in OUTCOMES}
         for account in config.accounts:
             if store.get(account.name) is None:
                 store.put(initial_snapshot(account))
@@ -108,8 +116,18 @@ class Poller:
 
     async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
         """One request through the client in use now: a retry after a reload that replaced
-        the client goes to the new one (the retired one closes once its requests are done)."""
-        return await self._client.fetch(key, date_from, date_to)
+        the client goes to the new one (the retired one closes once its requests are done).
+
+        Every request, retries included, is timed into the request-duration histogram.
+        """
+        started = self._clock.monotonic()
+        try:
+            rows = await self._client.fetch(key, date_from, date_to)
+        except ApiError as error:  # a cancelled request (stop, reload) has no outcome to count
+            self._durations[error.reason].observe(self._clock.monotonic() - started)
+            raise
+        self._durations[SUCCESS].observe(self._clock.monotonic() - started)
+        return rows
 
     @property
     def next_poll(self) -> Mapping[str, float]:
@@ -251,7 +269,7 @@ class Poller:
         try:
             await self.poll(account)
         except Exception:  # a bug must not stop the account's polling: log it, count it
-            self.internal_errors += 1
+            self.self_metrics.internal_errors.inc()
             log.exception("unexpected error while polling", extra={"account": name})
         account = self._accounts.get(name)  # a reload may have changed or removed it
         if account is None:
@@ -284,6 +302,7 @@ class Poller:
         changes = diff_accounts(self._accounts, new)
         self._config = config
         self._accounts = new
+        self.self_metrics.accounts.set(len(new))
         if client is not None:
             self._client = client
         if config.api.max_concurrency != self._limit_size:

@@ -14,8 +14,9 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.looplag import LoopLagMonitor
-from exporter.metrics import CONTENT_TYPE, AccountsExposition, ExporterState, render_exporter
+from exporter.metrics import CONTENT_TYPE, AccountsExposition
 from exporter.poller import Poller
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import AccountSnapshot, SnapshotStore
 from exporter.webconfig import WebGuard
 
@@ -73,7 +74,7 @@ class Runtime:
     store: SnapshotStore
     poller: Poller
     exposition: AccountsExposition
-    state: ExporterState
+    self_metrics: SelfMetrics  # the exporter-wide families, after the accounts' ones
     reload: ReloadFn
     telemetry_path: str = "/metrics"
     clock: Callable[[], float] = time.time
@@ -92,10 +93,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     async with rt.render_lock:
         for _ in exposition.refresh(rt.store, rt.clock()):
             await asyncio.sleep(0)  # let polls and other requests run between steps
-    rt.state.internal_errors = rt.poller.internal_errors
-    rt.state.accounts = len(rt.store)
-    rt.state.loop_lag = rt.loop_lag.max_lag() if rt.loop_lag is not None else None
-    tail = render_exporter(rt.state)
+    tail = rt.self_metrics.render()
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
     if "gzip" in request.headers.get("Accept-Encoding", "").lower():
         body = await rt.gzip.compress(exposition.version, exposition.chunks(), tail)
@@ -177,8 +175,8 @@ async def index(request: web.Request) -> web.Response:
     rows = "\n".join(_account_row(s, rt.poller.next_poll.get(s.name), now) for s in snapshots)
     down = sum(1 for s in snapshots if s.polled and not s.up)
     shard = ""
-    if rt.state.shard_count > 1:
-        shard = f" · shard {rt.state.shard_index} of {rt.state.shard_count}"
+    if rt.self_metrics.shard_count > 1:
+        shard = f" · shard {rt.self_metrics.shard_index} of {rt.self_metrics.shard_count}"
     path = html.escape(rt.telemetry_path)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">

@@ -30,9 +30,10 @@ from exporter.client import TrafficSourceClient
 from exporter.config import Config, parse_config
 from exporter.errors import ApiErrorReason
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi, Fault, traffic_rows
-from exporter.metrics import AccountsExposition, ExporterState, render_all
+from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
 from exporter.schedule import phase
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 
@@ -183,7 +184,7 @@ def parse_exposition(text: str) -> Samples:
 
 def scrape(store: SnapshotStore, now: float) -> Samples:
     """The exposition exactly as /metrics serves it, parsed."""
-    body = render_all(AccountsExposition(INTERVAL), store, ExporterState(), now)
+    body = render_all(AccountsExposition(INTERVAL), store, SelfMetrics(), now)
     return parse_exposition(body.decode("utf-8"))
 
 
@@ -281,7 +282,12 @@ async def test_fault_is_survived_classified_and_counted(
             assert errors_by_reason(during, name) == errors_by_reason(before, name)
             assert value(during, "retargeting_up", account=name) == 1
             assert transitions(caplog, name) == []
-        assert poller.internal_errors == 0
+        assert (
+            poller.self_metrics.registry.get_sample_value(
+                "retargeting_exporter_internal_errors_total"
+            )
+            == 0
+        )
 
         sent = len(WINDOWS) * case.attempts
         assert requests_total(during, BAD) - requests_total(before, BAD) == sent
@@ -348,7 +354,12 @@ async def test_fault_is_survived_classified_and_counted(
         assert value(healed, "retargeting_account_active", account=BAD) == 1
         assert transitions(caplog, BAD) == ["account recovered"]
         assert_exported_figures(healed, fake, BAD, seed=3)
-        assert poller.internal_errors == 0
+        assert (
+            poller.self_metrics.registry.get_sample_value(
+                "retargeting_exporter_internal_errors_total"
+            )
+            == 0
+        )
     finally:
         await fake.close()
 
@@ -415,7 +426,12 @@ async def test_connection_refused_is_survived_and_recovers(
         for name in names:
             assert value(healed, "retargeting_up", account=name) == 1
             assert transitions(caplog, name) == ["account recovered"]
-        assert poller.internal_errors == 0
+        assert (
+            poller.self_metrics.registry.get_sample_value(
+                "retargeting_exporter_internal_errors_total"
+            )
+            == 0
+        )
     finally:
         await fake.close()
 
@@ -481,7 +497,7 @@ async def test_daemon_survives_every_fault_at_once(
         store=store,
         poller=poller,
         exposition=AccountsExposition(interval),
-        state=ExporterState(accounts=len(names)),
+        self_metrics=poller.self_metrics,
         reload=_no_reload,
     )
     client = await aiohttp_client(make_app(runtime))
@@ -504,7 +520,10 @@ async def test_daemon_survives_every_fault_at_once(
         await poller.stop()
     await fake.close()
 
-    assert poller.internal_errors == 0
+    assert (
+        poller.self_metrics.registry.get_sample_value("retargeting_exporter_internal_errors_total")
+        == 0
+    )
     assert value(samples, "retargeting_exporter_internal_errors_total") == 0
     for name in GOOD:
         assert value(samples, "retargeting_up", account=name) == 1

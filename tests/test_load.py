@@ -27,7 +27,7 @@ from test_faults import client_for, key_of, make_config
 
 from exporter.config import AccountConfig
 from exporter.fakeapi import FakeAccount, FakeApi
-from exporter.metrics import AccountsExposition, ExporterState
+from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.store import AccountSnapshot, SnapshotStore
 from exporter.web import Runtime, make_app
@@ -103,7 +103,7 @@ async def test_concurrent_scrapes_while_300_accounts_are_polled(
         store=store,
         poller=poller,
         exposition=AccountsExposition(INTERVAL),
-        state=ExporterState(accounts=ACCOUNTS),
+        self_metrics=poller.self_metrics,
         reload=_no_reload,
     )
     server = await aiohttp_client(make_app(runtime))
@@ -151,4 +151,7 @@ async def test_concurrent_scrapes_while_300_accounts_are_polled(
     assert all(poller.polls[name] >= 3 for name in names)
     late = {name: max(values) for name, values in poller.lateness.items() if max(values) > 1e-6}
     assert late == {}
-    assert poller.internal_errors == 0
+    assert (
+        poller.self_metrics.registry.get_sample_value("retargeting_exporter_internal_errors_total")
+        == 0
+    )

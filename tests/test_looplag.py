@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from exporter.looplag import LoopLagMonitor
-from exporter.metrics import ExporterState, render_exporter
+from exporter.selfmetrics import SelfMetrics
 
 
 def test_longest_lag_within_the_window_then_forgotten() -> None:
@@ -36,6 +36,6 @@ async def test_a_blocked_loop_is_measured() -> None:
 
 def test_exported_only_when_measured() -> None:
     name = "retargeting_exporter_event_loop_lag_seconds"
-    assert name not in render_exporter(ExporterState()).decode()
-    text = render_exporter(ExporterState(loop_lag=0.125)).decode()
-    assert f"# TYPE {name} gauge\n{name} 0.125\n" in text
+    assert name not in SelfMetrics().render().decode()
+    text = SelfMetrics(loop_lag=lambda: 0.125).render().decode()
+    assert f"# TYPE {name} gauge\n{name} 0.125\n" in text  # read at scrape time

@@ -13,11 +13,10 @@ from exporter.errors import ApiErrorReason
 from exporter.metrics import (
     METRIC_NAMES,
     AccountsExposition,
-    ExporterState,
     escape,
     number,
-    render_exporter,
 )
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import AccountSnapshot, SnapshotStore, WindowFigures, pack_figures
 from exporter.traffic import TrafficRow
 
@@ -81,8 +80,10 @@ def golden_store() -> SnapshotStore:
 
 def test_golden_exposition() -> None:
     text = AccountsExposition(300).render(golden_store(), NOW).decode()
-    state = ExporterState(shard_index=1, shard_count=3, accounts=3, reload_success_timestamp=NOW)
-    own = render_exporter(state).decode()
+    state = SelfMetrics(shard_index=1, shard_count=3)
+    state.accounts.set(3)
+    state.reload_success_timestamp.set(NOW)
+    own = state.render().decode()
     own = "".join(
         line
         for line in own.splitlines(keepends=True)
@@ -96,7 +97,7 @@ def test_golden_exposition() -> None:
 
 
 def test_exposition_parses_and_uses_only_declared_names() -> None:
-    body = AccountsExposition(300).render(golden_store(), NOW) + render_exporter(ExporterState())
+    body = AccountsExposition(300).render(golden_store(), NOW) + SelfMetrics().render()
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     declared = {n.removesuffix("_total") for n in METRIC_NAMES}
     ours = {n for n in families if n.startswith("retargeting_")}

@@ -203,13 +203,22 @@ async def test_unexpected_error_is_counted_and_the_loop_goes_on(
         monkeypatch.setattr(exporter.poller, "next_snapshot", flaky)
         poller.start()
         await clock.advance(0)
-        assert poller.internal_errors == 1 and not store.get("a").polled  # type: ignore[union-attr]
+        assert not store.get("a").polled  # type: ignore[union-attr]
+        assert (
+            poller.self_metrics.registry.get_sample_value(
+                "retargeting_exporter_internal_errors_total"
+            )
+            == 1
+        )
         await clock.advance(45)  # the next poll comes in the account's slot all the same
         assert poller.healthy()
         await poller.stop()
     finally:
         await fake.close()
-    assert poller.internal_errors == 1
+    assert (
+        poller.self_metrics.registry.get_sample_value("retargeting_exporter_internal_errors_total")
+        == 1
+    )
     assert store.get("a").up  # type: ignore[union-attr]
     assert len(client.sent) == 4  # two polls of two windows
     assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records)

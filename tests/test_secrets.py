@@ -46,8 +46,9 @@ from exporter.config import Config, RestKey, load_config, parse_config
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi
 from exporter.logs import JsonFormatter, LogfmtFormatter, Redactor
-from exporter.metrics import AccountsExposition, ExporterState, render_all
+from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
+from exporter.selfmetrics import SelfMetrics
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 
@@ -221,7 +222,7 @@ async def test_no_key_in_records_exceptions_pages_or_metrics(
             store=store,
             poller=poller,
             exposition=AccountsExposition(1.0),
-            state=ExporterState(accounts=len(config.accounts)),
+            self_metrics=poller.self_metrics,
             reload=reload,
         )
         http = await aiohttp_client(make_app(runtime))
@@ -632,7 +633,7 @@ async def test_no_secret_in_any_transport_failure_at_debug_level(
                 (snapshot,) = await Poller(config, client, store).poll_all_once()
                 assert not snapshot.up
                 exposition = AccountsExposition(config.polling.interval)
-                body = render_all(exposition, store, ExporterState(accounts=1), time.time())
+                body = render_all(exposition, store, SelfMetrics(), time.time())
                 texts.append((f"metrics ({kind})", body.decode()))
             finally:
                 await client.close()

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.client import TrafficSourceClient
 from exporter.config import parse_config
 from exporter.fakeapi import AccountState, FakeAccount, FakeApi
-from exporter.metrics import AccountsExposition, ExporterState
+from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 from exporter.web import GzipCache, Runtime, make_app
@@ -62,7 +62,7 @@ async def runtime(fake: FakeApi) -> AsyncIterator[Runtime]:
             store=store,
             poller=poller,
             exposition=AccountsExposition(300),
-            state=ExporterState(accounts=3),
+            self_metrics=poller.self_metrics,
             reload=reload,
         )
         rt.reloads = reloads  # type: ignore[attr-defined]

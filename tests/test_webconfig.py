@@ -36,7 +36,7 @@ from tooling import free_ports, require_tool
 
 from exporter.client import TrafficSourceClient
 from exporter.config import parse_config
-from exporter.metrics import AccountsExposition, ExporterState
+from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
@@ -396,11 +396,12 @@ async def serve() -> AsyncIterator[ServeFn]:
 
         client = TrafficSourceClient(config.api.url, timeout=1, user_agent="t")
         clients.append(client)
+        poller = Poller(config, client, SnapshotStore())
         runtime = Runtime(
             store=SnapshotStore(),
-            poller=Poller(config, client, SnapshotStore()),
+            poller=poller,
             exposition=AccountsExposition(300),
-            state=ExporterState(),
+            self_metrics=poller.self_metrics,
             reload=reload,
             guard=guard,
         )
