@@ -29,6 +29,7 @@ EXPORTER_ALERTS = {
     "RetargetingExporterAbsent",
     "RetargetingExporterConfigReloadFailed",
     "RetargetingExporterInternalErrors",
+    "RetargetingExporterFallingBehind",
 }
 PER_SOURCE_ALERTS = {"RetargetingCTRDrop", "RetargetingCVRDrop"}
 REQUIRED_ALERTS = {
