@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from exporter import __version__, eventloop, logs
-from exporter.client import TrafficSourceClient
 from exporter.config import Config, load_config
 from exporter.daemon import Daemon
 from exporter.flags import (
@@ -28,7 +27,6 @@ from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
 from exporter.refresh import refresh_of, requests_per_day
 from exporter.selfmetrics import SelfMetrics
-from exporter.store import SnapshotStore
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.window import Window
 from exporter.yamlcheck import ConfigError, format_duration, parse_duration
@@ -242,12 +240,13 @@ def _count(requests: float) -> str:
 
 async def run_once(config: Config, own: SelfMetrics) -> int:
     """Poll every account once and print the exposition."""
-    async with TrafficSourceClient.for_api(config.api) as client:
-        store = SnapshotStore()
-        poller = Poller(config, client, store, self_metrics=own)
+    poller = Poller.for_config(config, own)
+    try:
         snapshots = await poller.poll_all_once()
+    finally:
+        await poller.close()
     exposition = AccountsExposition(config.polling.interval)
-    sys.stdout.write(render_all(exposition, store, own, time.time()).decode("utf-8"))
+    sys.stdout.write(render_all(exposition, poller.store, own, time.time()).decode("utf-8"))
     sys.stdout.flush()
     failed = [s.name for s in snapshots if not s.up]
     if failed:

@@ -24,7 +24,6 @@ from exporter.looplag import LoopLagMonitor
 from exporter.metrics import AccountsExposition
 from exporter.poller import Poller
 from exporter.selfmetrics import SelfMetrics
-from exporter.store import SnapshotStore
 from exporter.web import Runtime, make_app
 from exporter.webconfig import WebConfig, WebGuard
 from exporter.yamlcheck import ConfigError
@@ -64,18 +63,12 @@ class Daemon:
             request_timeout=config.api.timeout,
         )
         self.self_metrics.reload_success_timestamp.set(time.time())
-        store = SnapshotStore()
-        self.poller = Poller(
-            config,
-            TrafficSourceClient.for_api(config.api),
-            store,
-            self_metrics=self.self_metrics,
-        )
+        self.poller = Poller.for_config(config, self.self_metrics)
         self.guard = WebGuard(web_config) if web_config is not None else None
         # Clients a reload replaced, closing once their last requests are done.
         self._retiring: set[asyncio.Task[None]] = set()
         self.runtime = Runtime(
-            store=store,
+            store=self.poller.store,
             poller=self.poller,
             exposition=AccountsExposition(config.polling.interval),
             self_metrics=self.self_metrics,
@@ -190,4 +183,4 @@ class Daemon:
             self._lag_task.cancel()
         await self.poller.stop()  # cancels the polls, and so the retiring clients' requests
         await self._runner.cleanup()
-        await asyncio.gather(*self._retiring, self.poller.client.close())
+        await asyncio.gather(*self._retiring, self.poller.close())

@@ -3,6 +3,10 @@
 Transient failures are retried with exponential back-off and full jitter, honouring
 ``Retry-After`` for every request of the account; permanent ones are not. Every wait is on the
 injected ``Clock``. The backfill sends its requests through ``fetch_with_retries`` too.
+
+Each attempt is sent with ``client().fetch(...)``: ``client`` is whoever provides the client in
+use at that moment (the poller's, which a reload may replace between attempts; the backfill's
+one client), so a retry after a reload goes through the new client.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple, Protocol
 
 from exporter.clock import SYSTEM_CLOCK, Clock, as_clock
@@ -58,11 +63,42 @@ class RetryAfterGate:
 
 
 class Fetcher(Protocol):
-    """What sends one request: a ``TrafficSourceClient``, or the poller's current one."""
+    """What sends one request: a ``TrafficSourceClient`` (or a test's stand-in for one)."""
 
     async def fetch(
         self, key: RestKey, date_from: int, date_to: int
     ) -> tuple[TrafficRow, ...]: ...  # pragma: no cover
+
+
+ClientProvider = Callable[[], Fetcher]  # the client to send an attempt through, at that moment
+
+
+class RequestLimit:
+    """At most ``size`` requests under way at once, for the whole process.
+
+    One object for the life of the poller: a reload resizes it in place, so requests started
+    under the old size and those under the new one are counted together, never side by side.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._in_use = 0
+        self._freed = asyncio.Event()
+
+    def resize(self, size: int) -> None:
+        """The new bound: no request starts while ``size`` or more are under way."""
+        self.size = size
+        self._freed.set()  # a larger size may let waiting requests go now
+
+    async def __aenter__(self) -> None:
+        while self._in_use >= self.size:
+            self._freed.clear()
+            await self._freed.wait()
+        self._in_use += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self._in_use -= 1
+        self._freed.set()
 
 
 def backoff(retries: RetryConfig, attempt: int, rng: random.Random) -> float:
@@ -72,13 +108,13 @@ def backoff(retries: RetryConfig, attempt: int, rng: random.Random) -> float:
 
 
 async def fetch_with_retries(
-    client: Fetcher,
+    client: ClientProvider,
     key: RestKey,
     date_from: int,
     date_to: int,
     *,
     retries: RetryConfig,
-    limit: asyncio.Semaphore,
+    limit: AbstractAsyncContextManager[object],
     give_up_at: float,
     clock: Clock | Callable[[], float],
     rng: random.Random,
@@ -87,7 +123,8 @@ async def fetch_with_retries(
     """Request one window; retry transient failures with exponential back-off and full jitter.
 
     Shared by the poller and the backfill, so both send requests the same way: every attempt
-    holds a slot of ``limit`` (the process-wide concurrency limit), ``Retry-After`` is honoured
+    goes through ``client()``, the client in use when it is sent, and holds a slot of ``limit``
+    (the process-wide concurrency limit), ``Retry-After`` is honoured
     (no request is sent before it has elapsed; pass one ``gate`` for all requests of an account),
     permanent errors are not retried, and no retry starts after ``give_up_at`` (on the clock's
     ``monotonic()``). ``clock`` may be a bare wall-time function: the real clock with that wall.
@@ -113,7 +150,7 @@ async def fetch_with_retries(
                 if gate.remaining() > 0:
                     continue  # told to wait while this request queued for a slot
                 attempt += 1
-                rows = await client.fetch(key, date_from, date_to)
+                rows = await client().fetch(key, date_from, date_to)
         except ApiError as failed:
             error = failed
             failures.append(failed.reason)
@@ -143,9 +180,9 @@ class WindowOutcome(NamedTuple):
 class AccountFetch(NamedTuple):
     """How one poll sends its requests: the shared limit, retries and sources of time."""
 
-    client: Fetcher
+    client: ClientProvider
     retries: RetryConfig
-    limit: asyncio.Semaphore
+    limit: RequestLimit
     end_offset: float
     clock: Clock
     rng: random.Random

@@ -18,10 +18,7 @@ from exporter.client import TrafficSourceClient
 from exporter.clock import Clock, as_clock
 from exporter.config import AccountConfig, Config, RestKey
 from exporter.errors import ApiError
-from exporter.fetch import (
-    AccountFetch,
-    fetch_windows,
-)
+from exporter.fetch import AccountFetch, ClientProvider, Fetcher, RequestLimit, fetch_windows
 from exporter.refresh import due_windows
 from exporter.schedule import Cadence, Scheduler
 from exporter.selfmetrics import OUTCOMES, SUCCESS, SelfMetrics
@@ -39,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # Polls under way at once, per unit of api.max_concurrency: enough to keep every request slot
 # busy while some polls sleep between retries; the rest wait as heap entries, not as tasks.
+# The one admission limit of polls (the scheduler's, and --once's); requests have their own.
 _ADMITTED = 2
 
 
@@ -61,10 +59,58 @@ def diff_accounts(
     )
 
 
+def log_changes(previous: AccountSnapshot, snapshot: AccountSnapshot) -> None:
+    """The state change a poll made, once, at the level it deserves."""
+    fields: dict[str, object] = {"account": snapshot.name}
+    change = transition(previous, snapshot)
+    if change == "account polled successfully":
+        log.debug(change, extra=fields)  # at info, thousands of lines at start-up
+    elif change == "account recovered":
+        log.info(change, extra=fields)
+    elif change is not None:
+        fields.update(reason=str(snapshot.last_error), error=snapshot.last_error_message)
+        log.warning(change, extra=fields)
+
+
+def log_source_cap(snapshot: AccountSnapshot, cap: int) -> None:
+    """An account with more sources than the cap (said once per account by the poller)."""
+    log.warning(
+        "more traffic sources than max_sources_per_account; extra sources not exported",
+        extra={"account": snapshot.name, "sources": cap + snapshot.dropped_sources, "cap": cap},
+    )
+
+
+class TimedClient:
+    """Sends each request through the client in use, timing it into the request histogram.
+
+    Every attempt counts, under ``success`` or the failure's reason; a cancelled request (stop,
+    a reload) has no outcome and is not counted.
+    """
+
+    def __init__(self, client: ClientProvider, self_metrics: SelfMetrics, clock: Clock) -> None:
+        self._client = client
+        self._clock = clock
+        histogram = self_metrics.request_duration
+        self._durations = {outcome: histogram.labels(outcome) for outcome in OUTCOMES}
+
+    async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
+        """One request, timed on the injected clock."""
+        started = self._clock.monotonic()
+        try:
+            rows = await self._client().fetch(key, date_from, date_to)
+        except ApiError as error:
+            self._durations[error.reason].observe(self._clock.monotonic() - started)
+            raise
+        self._durations[SUCCESS].observe(self._clock.monotonic() - started)
+        return rows
+
+
 class Poller:
     """Polls every configured account and keeps the store up to date.
 
-    ``clock`` is a ``Clock`` (the real one by default) or, as before, a wall-time function.
+    ``client`` sends every request (a reload may replace it: ``apply``); the daemon and
+    ``--once`` make theirs with ``for_config``. ``clock`` is a ``Clock`` (the real one by
+    default) or, as before, a wall-time function.
     """
 
     def __init__(
@@ -81,28 +127,35 @@ class Poller:
         # The exporter-wide metrics this poller feeds (accounts, internal errors).
         self.self_metrics = self_metrics or SelfMetrics()
         self._client = client
-        self._store = store
+        self.store = store
         self._clock = as_clock(clock)
         self._rng = rng or random.Random()  # jitter, not cryptography
-        self._limit_size = config.api.max_concurrency
-        self._limit = asyncio.Semaphore(self._limit_size)
-        self._admission = asyncio.Semaphore(_ADMITTED * self._limit_size)
+        # Requests under way, for every account: resized, never replaced, by a reload.
+        self._limit = RequestLimit(config.api.max_concurrency)
         self._accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
-        self._scheduler = Scheduler(
-            self._clock, self._rng, self._scheduled_poll, lambda: _ADMITTED * self._limit_size
-        )
+        self._scheduler = Scheduler(self._clock, self._rng, self._scheduled_poll, self._capacity)
         # Accounts not yet polled (ready() and the one summary line once they all have been).
         self._unpolled = {n for n in self._accounts if not (s := store.get(n)) or not s.polled}
         self._summed_up = False
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
         self.self_metrics.accounts.set(len(self._accounts))
-        self.self_metrics.polls_overdue.set_function(lambda: self._scheduler.plan.overdue())
-        histogram = self.self_metrics.request_duration
-        self._durations = {outcome: histogram.labels(outcome) for outcome in OUTCOMES}
+        self.self_metrics.polls_overdue.set_function(self._scheduler.plan.overdue)
+        self._timed = TimedClient(lambda: self._client, self.self_metrics, self._clock)
         for account in config.accounts:
             if store.get(account.name) is None:
                 store.put(initial_snapshot(account))
+
+    @classmethod
+    def for_config(cls, config: Config, self_metrics: SelfMetrics) -> Poller:
+        """The poller of the daemon and of ``--once``: an empty store, and a client for
+        ``config.api`` that ``close()`` closes."""
+        client = TrafficSourceClient.for_api(config.api)
+        return cls(config, client, SnapshotStore(), self_metrics=self_metrics)
+
+    async def close(self) -> None:
+        """Close the client in use (once its requests are done); after ``stop()``."""
+        await self._client.close()
 
     @property
     def config(self) -> Config:
@@ -114,20 +167,13 @@ class Poller:
         """The client new requests go through (a reload may replace it)."""
         return self._client
 
-    async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
-        """One request through the client in use now: a retry after a reload that replaced
-        the client goes to the new one (the retired one closes once its requests are done).
+    def _current_client(self) -> Fetcher:
+        # What fetch.py sends each attempt through: a retry after a reload that replaced the
+        # client goes to the new one (the retired one closes once its requests are done).
+        return self._timed
 
-        Every request, retries included, is timed into the request-duration histogram.
-        """
-        started = self._clock.monotonic()
-        try:
-            rows = await self._client.fetch(key, date_from, date_to)
-        except ApiError as error:  # a cancelled request (stop, reload) has no outcome to count
-            self._durations[error.reason].observe(self._clock.monotonic() - started)
-            raise
-        self._durations[SUCCESS].observe(self._clock.monotonic() - started)
-        return rows
+    def _capacity(self) -> int:
+        return _ADMITTED * self._limit.size
 
     @property
     def next_poll(self) -> Mapping[str, float]:
@@ -139,15 +185,12 @@ class Poller:
     async def poll(self, account: AccountConfig) -> AccountSnapshot:
         """Poll every window of ``account`` once, store and return the new snapshot.
 
-        Polls wait for admission before they start their requests (see ``_ADMITTED``).
+        Admission is the caller's (the scheduler, ``poll_all_once``); each request waits for a
+        slot of the request limit.
         """
-        async with self._admission:
-            return await self._poll(account)
-
-    async def _poll(self, account: AccountConfig) -> AccountSnapshot:
         started = self._clock.monotonic()
         config = self._config
-        previous = self._store.get(account.name) or initial_snapshot(account)
+        previous = self.store.get(account.name) or initial_snapshot(account)
         due = due_windows(
             account.windows,
             interval=account.interval,
@@ -157,7 +200,7 @@ class Poller:
             end_offset=config.polling.end_offset,
         )
         how = AccountFetch(
-            self,
+            self._current_client,
             config.api.retries,
             self._limit,
             config.polling.end_offset,
@@ -172,7 +215,7 @@ class Poller:
         # A reload while the requests were out may have changed or removed the account: the
         # snapshot takes the labels, interval and windows in force now, not those of the start.
         current = self._accounts.get(account.name)
-        previous = self._store.get(account.name) or previous
+        previous = self.store.get(account.name) or previous
         snapshot = next_snapshot(
             current or account,
             previous,
@@ -184,42 +227,22 @@ class Poller:
         not_before = max((o.result.not_before for o in outcomes), default=0.0)
         if not_before > finished:
             self._scheduler.plan.hold(account.name, not_before - finished)
-        self._log_changes(previous, snapshot)
+        log_changes(previous, snapshot)
+        if snapshot.dropped_sources and account.name not in self._warned_cap:
+            self._warned_cap.add(account.name)
+            log_source_cap(snapshot, self._config.max_sources_per_account)
         if current is not None:
-            self._store.put(snapshot)
+            self.store.put(snapshot)
         self._unpolled.discard(account.name)
         self._sum_up_first_round()
         return snapshot
-
-    def _log_changes(self, previous: AccountSnapshot, snapshot: AccountSnapshot) -> None:
-        """A state change once, at the level it deserves; a source cap once per account."""
-        fields: dict[str, object] = {"account": snapshot.name}
-        change = transition(previous, snapshot)
-        if change == "account polled successfully":
-            log.debug(change, extra=fields)  # at info, thousands of lines at start-up
-        elif change == "account recovered":
-            log.info(change, extra=fields)
-        elif change is not None:
-            fields.update(reason=str(snapshot.last_error), error=snapshot.last_error_message)
-            log.warning(change, extra=fields)
-        if snapshot.dropped_sources and snapshot.name not in self._warned_cap:
-            self._warned_cap.add(snapshot.name)
-            cap = self._config.max_sources_per_account
-            log.warning(
-                "more traffic sources than max_sources_per_account; extra sources not exported",
-                extra={
-                    "account": snapshot.name,
-                    "sources": cap + snapshot.dropped_sources,
-                    "cap": cap,
-                },
-            )
 
     def _sum_up_first_round(self) -> None:
         """One line once every account has been polled: how many are up, and how long it took."""
         if self._unpolled or self._summed_up:
             return
         self._summed_up = True
-        snapshots = [s for n in self._accounts if (s := self._store.get(n)) is not None]
+        snapshots = [s for n in self._accounts if (s := self.store.get(n)) is not None]
         up = sum(1 for s in snapshots if s.up)
         took = self._clock.monotonic() - self._first_round_started
         log.info(
@@ -247,8 +270,17 @@ class Poller:
             )
 
     async def poll_all_once(self) -> list[AccountSnapshot]:
-        """Poll every account once, concurrently (``--once``)."""
-        return list(await asyncio.gather(*(self.poll(a) for a in self._config.accounts)))
+        """Poll every account once (``--once``), as many at a time as the scheduler would."""
+        accounts = list(self._config.accounts)
+        pending = iter(enumerate(accounts))
+        done: list[AccountSnapshot | None] = [None] * len(accounts)
+
+        async def worker() -> None:
+            for i, account in pending:  # one shared iterator: each account taken by one worker
+                done[i] = await self.poll(account)
+
+        await asyncio.gather(*(worker() for _ in range(min(self._capacity(), len(accounts)))))
+        return [s for s in done if s is not None]
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -305,21 +337,18 @@ class Poller:
         self.self_metrics.accounts.set(len(new))
         if client is not None:
             self._client = client
-        if config.api.max_concurrency != self._limit_size:
-            self._limit_size = config.api.max_concurrency
-            self._limit = asyncio.Semaphore(self._limit_size)
-            self._admission = asyncio.Semaphore(_ADMITTED * self._limit_size)
+        self._limit.resize(config.api.max_concurrency)
         for name in changes.removed:
             self._scheduler.remove(name)
             self._unpolled.discard(name)
-            self._store.remove(name)
+            self.store.remove(name)
         self._sum_up_first_round()  # the last ones not yet polled may have been removed
         for name in changes.changed:
-            snapshot = self._store.get(name)
+            snapshot = self.store.get(name)
             if snapshot is not None:
-                self._store.put(reconfigured(snapshot, new[name]))
+                self.store.put(reconfigured(snapshot, new[name]))
         for name in changes.added:
-            self._store.put(initial_snapshot(new[name]))
+            self.store.put(initial_snapshot(new[name]))
             self._unpolled.add(name)
             self._scheduler.add(name)
         self._scheduler.wake()  # the admission limit may have changed too

@@ -451,3 +451,60 @@ async def test_a_first_round_longer_than_the_interval_is_warned_about_once(
     )
     if warned:
         assert (warnings[0].seconds, warnings[0].interval) == (40.0, 30.0)  # type: ignore[attr-defined]
+
+
+class CountingVendor:
+    """A vendor that answers every request after 10 s on the clock, counting those under way."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.in_flight = 0
+        self.started: list[int] = []  # requests under way as each one started, itself included
+
+    async def fetch(self, *args: Any) -> tuple[()]:
+        self.in_flight += 1
+        self.started.append(self.in_flight)
+        try:
+            await self.clock.sleep(10.0)
+            return ()
+        finally:
+            self.in_flight -= 1
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("before", "after"), [(8, 2), (2, 8)])
+async def test_a_reload_changing_max_concurrency_never_lets_more_requests_run(
+    before: int, after: int
+) -> None:
+    """Requests started under the old limit and under the new one are counted together: after
+    the reload, no request starts while the new bound is reached (lowered: the old requests
+    end first; raised: the new bound at once, not old + new)."""
+    names = [f"shop-{i}" for i in range(40)]
+    config = make_config("http://127.0.0.1:9/", names, windows=["24h"])
+    config = replace(config, api=replace(config.api, max_concurrency=before))
+    clock = FakeClock()
+    vendor = CountingVendor(clock)
+    poller = Poller(config, vendor, SnapshotStore(), clock=clock)  # type: ignore[arg-type]
+
+    def polls() -> int:
+        return sum(1 for t in asyncio.all_tasks() if t.get_name().startswith("poll shop-"))
+
+    poller.start()
+    await clock.advance(0)
+    assert vendor.in_flight == before and polls() == 2 * before
+    first = len(vendor.started)
+    poller.apply(replace(config, api=replace(config.api, max_concurrency=after)))
+    counts = [polls()]
+    for _ in range(50):
+        await clock.advance(5.0)
+        counts.append(polls())
+    await poller.stop()
+    later = vendor.started[first:]
+    assert later and max(later) == after  # the new bound is reached, never passed
+    # Polls admitted before a lowering drain away; none is admitted until under the new bound.
+    settled = next(i for i, n in enumerate(counts) if n <= 2 * after)
+    assert counts[:settled] == sorted(counts[:settled], reverse=True)
+    assert max(counts[settled:]) == 2 * after
+    assert poller.ready()  # every account polled

@@ -6,7 +6,7 @@ metric names and labels as the live exporter. ``promtool tsdb create-blocks-from
 turns the file into TSDB blocks for Prometheus, so dashboards and alert baselines have history
 from day one.
 
-Requests go through the live path (:func:`exporter.poller.fetch_with_retries`): the same client,
+Requests go through the live path (:func:`exporter.fetch.fetch_with_retries`): the same client,
 concurrency limit, retries, back-off and error classification. Every answer is appended to a
 state file (JSON lines) as it arrives; ``--resume`` reads it back and requests only what is
 missing or failed. The output is rendered from the state at the end and replaced atomically.

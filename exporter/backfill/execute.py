@@ -97,7 +97,7 @@ async def execute(
             if wait > 0:  # the API asked this account to slow down (Retry-After)
                 await asyncio.sleep(wait)
             fetched = await fetch_with_retries(
-                client,
+                lambda: client,  # one client for the whole run
                 request.account.rest_key,
                 request.date_from,
                 request.date_to,
