@@ -19,6 +19,7 @@ from test_poller import make_config, started_fake
 
 from exporter.config import RestKey
 from exporter.errors import ApiError, ApiErrorReason
+from exporter.fakeapi import Fault
 from exporter.metrics import AccountsExposition, number
 from exporter.poller import Poller
 from exporter.refresh import (
@@ -208,3 +209,34 @@ async def test_yesterday_hourly_and_again_after_midnight(clients: Clients) -> No
     assert midnight <= at[1] < midnight + 300  # the first poll of the new day
     assert gaps(at)[1:] == [3600, 3600]
     assert [s.date_to for s in yesterday] == [midnight - 86400, midnight, midnight, midnight]
+
+
+async def test_each_window_goes_stale_from_its_own_last_success(clients: Clients) -> None:
+    """The API fails from the second poll on. 24h (every poll, stale_after 15m) disappears
+    15 minutes after its last success; 30d, refreshed hourly, keeps the same 10-minute margin
+    past its next refresh: 70 minutes. Their last-success times stay exported."""
+    fake = await started_fake(["a"])
+    wall = 1_800_000_000.0
+    clock = FakeClock(start=1000.0, wall=wall)
+    store = SnapshotStore()
+    try:
+        config = make_config(fake.url, ["a"], windows=["24h", {"window": "30d", "refresh": "1h"}])
+        client = RecordingClient(clients.for_api(config.api), clock)
+        poller = Poller(config, client, store, clock=clock)  # type: ignore[arg-type]
+        poller.start()
+        await clock.advance(0)
+        fake.set_fault(Fault.HTML_5XX)
+        shown = {}
+        for minutes in (14, 16, 69, 71):
+            await clock.advance(minutes * 60 - (clock.monotonic() - 1000.0))
+            windows = {
+                line.split('window="')[1].split('"')[0]
+                for line in exposed(store, clock, "retargeting_impressions")
+            }
+            shown[minutes] = sorted(windows)
+        last = exposed(store, clock, "retargeting_window_last_success_timestamp_seconds")
+        await poller.stop()
+    finally:
+        await fake.close()
+    assert shown == {14: ["24h", "30d"], 16: ["30d"], 69: ["30d"], 71: []}
+    assert [line.rsplit(" ", 1)[1] for line in last] == [number(wall), number(wall)]
