@@ -7,19 +7,18 @@ import os
 import re
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exporter import __version__
-from exporter.refresh import refresh_of, stale_limit_of
 from exporter.window import DEFAULT_TIMEZONE, Window, with_timezone
+from exporter.windowlist import check_refreshes, parse_windows
 from exporter.yamlcheck import (
     ConfigError,
     Problems,
     duration,
-    format_duration,
     integer,
     kind,
     mapping,
@@ -269,86 +268,6 @@ _ACCOUNT_KEYS = {
 _KEY_FIELDS = ("rest_key_env", "rest_key_file", "rest_key")
 
 
-_WINDOW_KEYS = {"window", "refresh", "stale_after"}
-_WINDOW_FORMS = "a duration such as 24h or 30d, today, yesterday, or {window: 30d, refresh: 1h}"
-
-
-def _windows(value: Any, path: str, problems: Problems) -> tuple[Window, ...] | None:
-    if not isinstance(value, list) or not value:
-        problems.add(path, "must be a non-empty list of durations such as [24h, 30d]")
-        return None
-    windows: list[Window] = []
-    for i, item in enumerate(value):
-        window = _window(item, f"{path}[{i}]", problems)
-        if window is None:
-            continue
-        if any(w.same_as(window) for w in windows):
-            problems.add(f"{path}[{i}]", f"window {window.name} is listed twice")
-            continue
-        windows.append(window)
-    return tuple(windows)
-
-
-def _window(item: Any, path: str, problems: Problems) -> Window | None:
-    """One entry of a windows list: ``30d``, or ``{window: 30d, refresh: 1h, stale_after: 3h}``."""
-    raw: dict[str, Any] = {"window": item}
-    where = path
-    if isinstance(item, dict):
-        raw = mapping(item, path, problems, _WINDOW_KEYS)
-        where = f"{path}.window"
-        if "window" not in raw:
-            problems.add(path, f"needs window: {_WINDOW_FORMS}")
-            return None
-    if isinstance(raw["window"], dict | list) or raw["window"] is None:
-        problems.add(where, f"must be {_WINDOW_FORMS}, got {kind(raw['window'])}")
-        return None
-    try:
-        window = Window.parse(str(raw["window"]))
-    except ValueError as exc:
-        problems.add(where, str(exc))
-        return None
-    refresh = stale = None
-    if "refresh" in raw:
-        refresh = duration(raw, "refresh", path, problems, 0.0, MIN_INTERVAL_SECONDS)
-    if "stale_after" in raw:
-        stale = duration(raw, "stale_after", path, problems, 0.0, MIN_INTERVAL_SECONDS)
-    return replace(window, refresh=refresh or None, stale_after=stale or None)
-
-
-def _check_refreshes(
-    windows: tuple[Window, ...],
-    path: str,
-    interval: float,
-    stale_after: float,
-    problems: Problems,
-    account: str = "",
-) -> None:
-    """A window is asked for at most once per poll, and never shown stale between refreshes.
-
-    ``path`` is the windows list the entries come from; ``account`` names an account whose own
-    interval the list (the top-level one) is checked against.
-    """
-    of_account = f" of account {account}" if account else ""
-    for i, window in enumerate(windows):
-        refresh = window.refresh if window.refresh is not None else interval
-        if refresh < interval:
-            problems.add(
-                f"{path}[{i}].refresh",
-                f"refresh {format_duration(refresh)} of window {window.name} is below the "
-                f"polling interval {format_duration(interval)}{of_account}: a window is asked "
-                "for at most once per poll",
-            )
-            continue
-        limit = stale_limit_of(window, interval, stale_after)
-        if limit < refresh_of(window, interval):
-            problems.add(
-                f"{path}[{i}].stale_after",
-                f"refresh {format_duration(refresh_of(window, interval))} of window "
-                f"{window.name} is above its stale_after {format_duration(limit)}{of_account}: "
-                "its figures would go stale between refreshes",
-            )
-
-
 def _timezone(raw: dict[str, Any], path: str, problems: Problems, default: str) -> str:
     """An IANA time zone name such as Europe/Bucharest (checked against the zone database)."""
     if "timezone" not in raw:
@@ -508,8 +427,8 @@ def parse_config(
     timezone = _timezone(top, "", problems, DEFAULT_TIMEZONE)
     windows: tuple[Window, ...] = (Window.parse("24h"), Window.parse("30d"))
     if "windows" in top:
-        windows = _windows(top["windows"], "windows", problems) or windows
-        _check_refreshes(windows, "windows", polling.interval, polling.stale_after, problems)
+        windows = parse_windows(top["windows"], "windows", problems) or windows
+        check_refreshes(windows, "windows", polling.interval, polling.stale_after, problems)
     max_sources = integer(top, "max_sources_per_account", "", problems, DEFAULT_MAX_SOURCES, 1, 100)
 
     accounts: list[AccountConfig] = []
@@ -591,7 +510,7 @@ def _parse_account(
                 labels[label] = str(value).lower() if isinstance(value, bool) else str(value)
     account_windows = windows
     if "windows" in raw:
-        account_windows = _windows(raw["windows"], f"{path}.windows", problems) or windows
+        account_windows = parse_windows(raw["windows"], f"{path}.windows", problems) or windows
     timezone = _timezone(raw, path, problems, default_timezone)
     interval = duration(raw, "interval", path, problems, polling.interval, MIN_INTERVAL_SECONDS)
     default_stale = polling.stale_after if explicit_stale else 3 * interval
@@ -599,9 +518,9 @@ def _parse_account(
     if stale_after < interval:
         problems.add(f"{path}.stale_after", "must be at least the account's polling interval")
     elif "windows" in raw:
-        _check_refreshes(account_windows, f"{path}.windows", interval, stale_after, problems)
+        check_refreshes(account_windows, f"{path}.windows", interval, stale_after, problems)
     elif interval != polling.interval:  # the top-level list was checked at polling.interval
-        _check_refreshes(account_windows, "windows", interval, stale_after, problems, name)
+        check_refreshes(account_windows, "windows", interval, stale_after, problems, name)
     if len(problems.items) != before or key is None:
         return None
     return AccountConfig(
