@@ -34,6 +34,8 @@ from exporter.window import Window
 
 THIRTY_DAYS = 30 * 86400
 HOUR = 3600.0
+START, WALL = 1000.0, 1_800_000_000.0  # the fake clock's monotonic and wall time at start
+WITH_30D_HOURLY = ["24h", {"window": "30d", "refresh": "1h"}]
 
 
 def window(text: str, refresh: float | None = None) -> Window:
@@ -124,11 +126,9 @@ async def test_refresh_cadence_over_many_polls_with_failures(clients: Clients) -
     """30d hourly at a 5-minute interval: every 12th poll; a failed 30d request is asked again
     at the next poll (retargeting_up 0 meanwhile), and its hour counts from the success."""
     fake = await started_fake(["a"])
-    wall = 1_800_000_000.0
-    clock = FakeClock(start=1000.0, wall=wall)
-    store = SnapshotStore()
+    clock, store = FakeClock(start=START, wall=WALL), SnapshotStore()
     try:
-        config = make_config(fake.url, ["a"], windows=["24h", {"window": "30d", "refresh": "1h"}])
+        config = make_config(fake.url, ["a"], windows=WITH_30D_HOURLY)
         client = FailingWindow(clients.for_api(config.api), clock)
         client.fail = {2, 3}
         poller = Poller(config, client, store, clock=clock)  # type: ignore[arg-type]
@@ -154,7 +154,7 @@ async def test_refresh_cadence_over_many_polls_with_failures(clients: Clients) -
     assert ups[-1] == 'retargeting_up{account="a"} 1'
     assert last_30d == [
         f'retargeting_window_last_success_timestamp_seconds{{account="a",window="{w}"}} '
-        f"{number(t + (wall - 1000.0))}"
+        f"{number(t + (WALL - START))}"
         for w, t in (("24h", day[-1]), ("30d", thirty[-1]))
     ]
     # Only the successful requests reached the fake; those and the recorded ones agree.
@@ -216,11 +216,9 @@ async def test_each_window_goes_stale_from_its_own_last_success(clients: Clients
     15 minutes after its last success; 30d, refreshed hourly, keeps the same 10-minute margin
     past its next refresh: 70 minutes. Their last-success times stay exported."""
     fake = await started_fake(["a"])
-    wall = 1_800_000_000.0
-    clock = FakeClock(start=1000.0, wall=wall)
-    store = SnapshotStore()
+    clock, store = FakeClock(start=START, wall=WALL), SnapshotStore()
     try:
-        config = make_config(fake.url, ["a"], windows=["24h", {"window": "30d", "refresh": "1h"}])
+        config = make_config(fake.url, ["a"], windows=WITH_30D_HOURLY)
         client = RecordingClient(clients.for_api(config.api), clock)
         poller = Poller(config, client, store, clock=clock)  # type: ignore[arg-type]
         poller.start()
@@ -228,7 +226,7 @@ async def test_each_window_goes_stale_from_its_own_last_success(clients: Clients
         fake.set_fault(Fault.HTML_5XX)
         shown = {}
         for minutes in (14, 16, 69, 71):
-            await clock.advance(minutes * 60 - (clock.monotonic() - 1000.0))
+            await clock.advance(minutes * 60 - (clock.monotonic() - START))
             windows = {
                 line.split('window="')[1].split('"')[0]
                 for line in exposed(store, clock, "retargeting_impressions")
@@ -239,4 +237,4 @@ async def test_each_window_goes_stale_from_its_own_last_success(clients: Clients
     finally:
         await fake.close()
     assert shown == {14: ["24h", "30d"], 16: ["30d"], 69: ["30d"], 71: []}
-    assert [line.rsplit(" ", 1)[1] for line in last] == [number(wall), number(wall)]
+    assert [line.rsplit(" ", 1)[1] for line in last] == [number(WALL), number(WALL)]
