@@ -245,7 +245,7 @@ async def run_once(config: Config, own: SelfMetrics) -> int:
         snapshots = await poller.poll_all_once()
     finally:
         await poller.close()
-    exposition = AccountsExposition(config.polling.interval)
+    exposition = AccountsExposition()
     sys.stdout.write(render_all(exposition, poller.store, own, time.time()).decode("utf-8"))
     sys.stdout.flush()
     failed = [s.name for s in snapshots if not s.up]

@@ -70,7 +70,7 @@ class Daemon:
         self.runtime = Runtime(
             store=self.poller.store,
             poller=self.poller,
-            exposition=AccountsExposition(config.polling.interval),
+            exposition=AccountsExposition(),
             self_metrics=self.self_metrics,
             reload=self.reload,
             telemetry_path=telemetry_path,
@@ -159,7 +159,6 @@ class Daemon:
             return True, "configuration reloaded"
 
     async def _apply(self, new: Config) -> None:
-        old = self.poller.config
         current = self.poller.client
         client = None if current.serves(new.api) else TrafficSourceClient.for_api(new.api)
         current.timeout = new.api.timeout  # requests from now on; a new client has it too
@@ -168,8 +167,6 @@ class Daemon:
             retiring = asyncio.create_task(current.close(), name="retire the API client")
             self._retiring.add(retiring)
             retiring.add_done_callback(self._retiring.discard)
-        if new.polling.interval != old.polling.interval:  # HELP texts name the interval
-            self.runtime.exposition = AccountsExposition(new.polling.interval)
         self.self_metrics.reload_successful.set(1)
         self.self_metrics.reload_success_timestamp.set(time.time())
         for warning in new.warnings:

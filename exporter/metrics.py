@@ -18,7 +18,6 @@ from exporter.errors import ApiErrorReason
 from exporter.selfmetrics import SelfMetrics
 from exporter.store import AccountSnapshot, SnapshotStore, packed_rows, packed_window
 from exporter.traffic import TrafficRow
-from exporter.yamlcheck import format_duration
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -133,13 +132,14 @@ def number(value: float | int) -> str:
     return repr(value)
 
 
-def polled_help(family: Family, interval: float) -> str:
-    """The HELP text of an account family, naming the polling interval."""
+def help_text(family: Family) -> str:
+    """A family's HELP text: constant for the life of the process (no configured value in it,
+    as the interval may differ per account and change on reload)."""
     if family in (ACCOUNT_INFO, POLL_INTERVAL):
         return family.help + "."
     return (
-        f"{family.help}. Refreshed by polling the Retargeting API every "
-        f"{format_duration(interval)} (per-account value: retargeting_poll_interval_seconds)."
+        f"{family.help}. Refreshed by polling the Retargeting API at the account's interval "
+        "(retargeting_poll_interval_seconds)."
     )
 
 
@@ -226,9 +226,9 @@ class AccountsExposition:
     An idle scrape renders nothing.
     """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self) -> None:
         self._headers = tuple(
-            f"# HELP {f.name} {polled_help(f, interval)}\n# TYPE {f.name} {f.type}\n".encode()
+            f"# HELP {f.name} {help_text(f)}\n# TYPE {f.name} {f.type}\n".encode()
             for f in ACCOUNT_FAMILIES
         )
         self._parts: dict[str, _Rendered] = {}

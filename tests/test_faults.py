@@ -184,7 +184,7 @@ def parse_exposition(text: str) -> Samples:
 
 def scrape(store: SnapshotStore, now: float) -> Samples:
     """The exposition exactly as /metrics serves it, parsed."""
-    body = render_all(AccountsExposition(INTERVAL), store, SelfMetrics(), now)
+    body = render_all(AccountsExposition(), store, SelfMetrics(), now)
     return parse_exposition(body.decode("utf-8"))
 
 
@@ -496,7 +496,7 @@ async def test_daemon_survives_every_fault_at_once(
     runtime = Runtime(
         store=store,
         poller=poller,
-        exposition=AccountsExposition(interval),
+        exposition=AccountsExposition(),
         self_metrics=poller.self_metrics,
         reload=_no_reload,
     )

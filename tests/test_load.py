@@ -102,7 +102,7 @@ async def test_concurrent_scrapes_while_300_accounts_are_polled(
     runtime = Runtime(
         store=store,
         poller=poller,
-        exposition=AccountsExposition(INTERVAL),
+        exposition=AccountsExposition(),
         self_metrics=poller.self_metrics,
         reload=_no_reload,
     )

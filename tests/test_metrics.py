@@ -79,7 +79,7 @@ def golden_store() -> SnapshotStore:
 
 
 def test_golden_exposition() -> None:
-    text = AccountsExposition(300).render(golden_store(), NOW).decode()
+    text = AccountsExposition().render(golden_store(), NOW).decode()
     state = SelfMetrics(shard_index=1, shard_count=3)
     state.accounts.set(3)
     state.reload_success_timestamp.set(NOW)
@@ -97,7 +97,7 @@ def test_golden_exposition() -> None:
 
 
 def test_exposition_parses_and_uses_only_declared_names() -> None:
-    body = AccountsExposition(300).render(golden_store(), NOW) + SelfMetrics().render()
+    body = AccountsExposition().render(golden_store(), NOW) + SelfMetrics().render()
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     declared = {n.removesuffix("_total") for n in METRIC_NAMES}
     ours = {n for n in families if n.startswith("retargeting_")}
@@ -110,7 +110,7 @@ def test_exposition_parses_and_uses_only_declared_names() -> None:
 
 def test_series_of_an_account_never_polled() -> None:
     store = SnapshotStore([AccountSnapshot("new", MappingProxyType({}), 300, 900, ("24h",))])
-    text = AccountsExposition(300).render(store, NOW).decode()
+    text = AccountsExposition().render(store, NOW).decode()
     assert 'retargeting_api_errors_total{account="new",reason="timeout"} 0' in text
     assert 'retargeting_poll_interval_seconds{account="new"} 300' in text
     assert "retargeting_up{" not in text  # unknown until the first poll
@@ -119,7 +119,7 @@ def test_series_of_an_account_never_polled() -> None:
 
 def test_figures_vanish_after_stale_after_and_up_drops_at_once() -> None:
     store = SnapshotStore([healthy()])
-    exposition = AccountsExposition(300)
+    exposition = AccountsExposition()
     assert "retargeting_clicks{" in exposition.render(store, NOW).decode()
     store.put(_replace(store.get("shop-a"), up=False))  # type: ignore[arg-type]
     text = exposition.render(store, NOW).decode()
@@ -133,7 +133,7 @@ def test_figures_vanish_after_stale_after_and_up_drops_at_once() -> None:
 
 def test_cache_reuses_unchanged_accounts() -> None:
     store = SnapshotStore([healthy("a"), healthy("b")])
-    exposition = AccountsExposition(300)
+    exposition = AccountsExposition()
     first = exposition.render(store, NOW)
     assert exposition.renders == 2
     assert exposition.render(store, NOW + 1) is first  # nothing changed: same bytes
@@ -161,10 +161,10 @@ def test_refresh_comes_in_steps_and_gives_the_same_exposition() -> None:
     # Thousands of changed accounts are rendered in steps (the web handler lets the event loop
     # run between them); the result is the same as rendering in one go.
     store = SnapshotStore([healthy(f"shop-{i:04d}") for i in range(1000)])
-    stepped = AccountsExposition(300)
+    stepped = AccountsExposition()
     steps = sum(1 for _ in stepped.refresh(store, NOW))
     assert steps >= 19  # 1,000 renders at 50 per step
-    whole = AccountsExposition(300).render(store, NOW)
+    whole = AccountsExposition().render(store, NOW)
     assert b"".join(stepped.chunks()) == whole
     assert sum(1 for _ in stepped.refresh(store, NOW + 1)) == 0  # nothing changed: no work
     version = stepped.version
@@ -175,7 +175,7 @@ def test_refresh_comes_in_steps_and_gives_the_same_exposition() -> None:
 
 def test_chunks_come_one_family_at_a_time() -> None:
     store = SnapshotStore([healthy("a"), healthy("b")])
-    exposition = AccountsExposition(300)
+    exposition = AccountsExposition()
     exposition.render(store, NOW)
     chunks = list(exposition.chunks())
     headers = [c for c in chunks if c.startswith(b"# HELP ")]

@@ -62,6 +62,11 @@ def value(metrics: Samples, name: str, **labels: str) -> float | None:
     return metrics.get((name, frozenset(labels.items())))
 
 
+def metadata(text: str) -> list[str]:
+    """The HELP and TYPE lines of an exposition."""
+    return [line for line in text.splitlines() if line.startswith(("# HELP", "# TYPE"))]
+
+
 def accounts_in(metrics: Samples) -> set[str]:
     return {dict(labels)["account"] for _, labels in metrics if "account" in dict(labels)}
 
@@ -298,7 +303,9 @@ async def test_invalid_config_is_rejected_and_the_old_one_keeps_running(
     daemon = await start(config, env)
     try:
         await daemon.wait_for(lambda: ready(http, daemon), "every account polled once")
-        before = await scrape(http, daemon)
+        async with http.get(daemon.url + "/metrics") as response:
+            first_text = await response.text()
+        before = samples(first_text)
         loaded_at = value(
             before, "retargeting_exporter_config_last_reload_success_timestamp_seconds"
         )
@@ -341,17 +348,17 @@ async def test_invalid_config_is_rejected_and_the_old_one_keeps_running(
             assert response.status == 405
         assert accounts_in(await scrape(http, daemon)) == {LATE, GONE}
 
-        # A valid file again: applied, the success exported with a new timestamp, and the HELP
-        # texts name the new polling interval.
+        # A valid file again: applied, the success exported with a new timestamp, the new
+        # interval exported as a value; HELP and TYPE lines stay as they were.
         write_config(config, fake.url, accounts[:1], polling={"interval": "45s"})
         async with http.post(daemon.url + "/-/reload") as response:
             assert response.status == 200
             assert await response.text() == "configuration reloaded\n"
         async with http.get(daemon.url + "/metrics") as response:
             text = await response.text()
-        assert "Refreshed by polling the Retargeting API every 45s" in text
-        assert "every 30s" not in text
         after = samples(text)
+        assert value(after, "retargeting_poll_interval_seconds", account=LATE) == 45
+        assert metadata(text) == metadata(first_text)
         assert accounts_in(after) == {LATE}
         assert value(after, "retargeting_exporter_config_last_reload_successful") == 1
         stamp = value(after, "retargeting_exporter_config_last_reload_success_timestamp_seconds")

@@ -221,7 +221,7 @@ async def test_no_key_in_records_exceptions_pages_or_metrics(
         runtime = Runtime(
             store=store,
             poller=poller,
-            exposition=AccountsExposition(1.0),
+            exposition=AccountsExposition(),
             self_metrics=poller.self_metrics,
             reload=reload,
         )
@@ -632,7 +632,7 @@ async def test_no_secret_in_any_transport_failure_at_debug_level(
                 store = SnapshotStore()
                 (snapshot,) = await Poller(config, client, store).poll_all_once()
                 assert not snapshot.up
-                exposition = AccountsExposition(config.polling.interval)
+                exposition = AccountsExposition()
                 body = render_all(exposition, store, SelfMetrics(), time.time())
                 texts.append((f"metrics ({kind})", body.decode()))
             finally:

@@ -61,7 +61,7 @@ async def runtime(fake: FakeApi) -> AsyncIterator[Runtime]:
         rt = Runtime(
             store=store,
             poller=poller,
-            exposition=AccountsExposition(300),
+            exposition=AccountsExposition(),
             self_metrics=poller.self_metrics,
             reload=reload,
         )

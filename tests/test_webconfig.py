@@ -400,7 +400,7 @@ async def serve() -> AsyncIterator[ServeFn]:
         runtime = Runtime(
             store=SnapshotStore(),
             poller=poller,
-            exposition=AccountsExposition(300),
+            exposition=AccountsExposition(),
             self_metrics=poller.self_metrics,
             reload=reload,
             guard=guard,
