@@ -118,7 +118,7 @@ def gaps(times: list[float]) -> list[float]:
 
 
 def exposed(store: SnapshotStore, clock: FakeClock, name: str) -> list[str]:
-    body = AccountsExposition(300).render(store, clock.time()).decode()
+    body = AccountsExposition().render(store, clock.time()).decode()
     return [line for line in body.splitlines() if line.startswith(name)]
 
 
