@@ -6,7 +6,7 @@ and refresh a tenth), then counts, in the fake's own record, the requests each k
 in a steady span (after a warm-up, a whole number of refreshes long) and scales them to a day:
 ``count * 86400 / (span * scale)``. The exporter's own counters are not used.
 
-``--source DIR`` runs the exporter of another source tree (``git archive main | tar -x -C DIR``
+``--source DIR`` runs the exporter of another source tree (``git archive COMMIT | tar -x -C DIR``
 for the "before" figures); the configurations are read from this one.
 """
 
