@@ -97,7 +97,7 @@ class SelfMetrics:
         # Fed by the poller: every API request of the daemon, retries included. Its buckets
         # stay those of the timeout at start-up (a histogram's buckets cannot change).
         self.request_duration = Histogram(
-            "retargeting_api_request_duration_seconds",
+            REQUEST_DURATION,
             "Duration of the exporter's API requests, retries included, by outcome: success "
             "or the reason of the failure.",
             ["outcome"],
@@ -137,3 +137,4 @@ class SelfMetrics:
 
 
 LOOP_LAG = "retargeting_exporter_event_loop_lag_seconds"
+REQUEST_DURATION = "retargeting_api_request_duration_seconds"
