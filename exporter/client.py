@@ -161,9 +161,7 @@ def _proxy_refused(proxy: str, what: str, status: int) -> ApiError:
     )
 
 
-def _describe_exception(
-    exc: BaseException, max_body: int, proxy: str | None
-) -> tuple[ApiErrorReason, str]:
+def _describe_exception(exc: BaseException, proxy: str | None) -> tuple[ApiErrorReason, str]:
     """A safe description of a request that got no usable HTTP answer.
 
     aiohttp's exception texts embed the request URL, and so the key: only their types and
@@ -400,7 +398,7 @@ class TrafficSourceClient:
         except ApiError as error:
             failure = _without_secret(error, key.reveal())
         except Exception as exc:  # aiohttp and OS errors: reclassified without their text
-            reason, message = _describe_exception(exc, self._max_body, self._proxy_name)
+            reason, message = _describe_exception(exc, self._proxy_name)
             failure = ApiError(reason, message)
         finally:
             self._in_flight -= 1

@@ -63,17 +63,3 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
-
-
-def as_clock(clock: Clock | Callable[[], float] | None) -> Clock:
-    """A ``Clock`` from what callers pass: a clock, nothing (the real one), or a wall-time function.
-
-    A bare function is the wall time of the real clock, as ``clock=time.time`` always meant.
-    """
-    if clock is None:
-        return SYSTEM_CLOCK
-    if isinstance(clock, SystemClock):  # the usual case, checked first: once per request
-        return clock
-    if isinstance(clock, Clock):
-        return clock
-    return SystemClock(clock)

@@ -246,11 +246,6 @@ class Config:
     timezone: str = DEFAULT_TIMEZONE
     warnings: tuple[str, ...] = ()
 
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        """Every configured account label name, sorted (the extra labels of ``account_info``)."""
-        return tuple(sorted({k for a in self.accounts for k in a.labels}))
-
     def secrets(self) -> list[str]:
         """Every secret the log redactor must hide: the rest keys and the proxy password."""
         keys = [a.rest_key.reveal() for a in self.accounts]

@@ -12,13 +12,14 @@ one client), so a retry after a reload goes through the new client.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple, Protocol
 
-from exporter.clock import SYSTEM_CLOCK, Clock, as_clock
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import AccountConfig, RestKey, RetryConfig
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.traffic import TrafficRow
@@ -28,11 +29,7 @@ log = logging.getLogger("exporter.poller")  # one logger for everything a poll s
 
 
 class FetchResult(NamedTuple):
-    """One window fetched with retries: the rows, or the last error, and what it took.
-
-    (Named tuples here and in ``WindowOutcome``: one of each per request, cheaper to build
-    than a frozen dataclass.)
-    """
+    """One window fetched with retries: the rows, or the last error, and what it took."""
 
     rows: tuple[TrafficRow, ...] | None
     error: ApiError | None
@@ -74,31 +71,48 @@ ClientProvider = Callable[[], Fetcher]  # the client to send an attempt through,
 
 
 class RequestLimit:
-    """At most ``size`` requests under way at once, for the whole process.
+    """At most ``size`` requests under way at once, for the whole process; waiters go in turn.
 
     One object for the life of the poller: a reload resizes it in place, so requests started
-    under the old size and those under the new one are counted together, never side by side.
+    under the old size and those under the new one are counted together, never side by side
+    (``asyncio.Semaphore`` cannot be resized; replacing it would let both run at once).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._in_use = 0
-        self._freed = asyncio.Event()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def resize(self, size: int) -> None:
         """The new bound: no request starts while ``size`` or more are under way."""
         self.size = size
-        self._freed.set()  # a larger size may let waiting requests go now
+        self._admit()
+
+    def _admit(self) -> None:
+        """Let waiters in, first come first served, while there is room."""
+        while self._waiters and self._in_use < self.size:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter has left
+                self._in_use += 1  # counted for it now: its slot is taken, none other can be
+                waiter.set_result(None)
 
     async def __aenter__(self) -> None:
-        while self._in_use >= self.size:
-            self._freed.clear()
-            await self._freed.wait()
-        self._in_use += 1
+        if self._in_use < self.size and not self._waiters:
+            self._in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # let in, then cancelled: give back
+                self._in_use -= 1
+                self._admit()
+            raise
 
     async def __aexit__(self, *_: object) -> None:
         self._in_use -= 1
-        self._freed.set()
+        self._admit()
 
 
 def backoff(retries: RetryConfig, attempt: int, rng: random.Random) -> float:
@@ -116,7 +130,7 @@ async def fetch_with_retries(
     retries: RetryConfig,
     limit: AbstractAsyncContextManager[object],
     give_up_at: float,
-    clock: Clock | Callable[[], float],
+    clock: Clock,
     rng: random.Random,
     gate: RetryAfterGate | None = None,
 ) -> FetchResult:
@@ -127,9 +141,8 @@ async def fetch_with_retries(
     (the process-wide concurrency limit), ``Retry-After`` is honoured
     (no request is sent before it has elapsed; pass one ``gate`` for all requests of an account),
     permanent errors are not retried, and no retry starts after ``give_up_at`` (on the clock's
-    ``monotonic()``). ``clock`` may be a bare wall-time function: the real clock with that wall.
+    ``monotonic()``).
     """
-    clock = as_clock(clock)
     gate = gate or RetryAfterGate(clock)
     failures: list[ApiErrorReason] = []
     error: ApiError | None = None
@@ -189,31 +202,25 @@ class AccountFetch(NamedTuple):
 
 
 async def fetch_windows(how: AccountFetch, account: AccountConfig) -> list[WindowOutcome]:
-    """Every window of the account, concurrently, in the order configured.
+    """Every window of the account, concurrently (a task each), in the order configured.
 
     A ``Retry-After`` for one window holds back all of them. Retries end by half the interval,
-    so polls never pile up. The first window runs in this task, the others in a task each (one
-    task fewer per poll than ``asyncio.gather``). If this is cancelled, or a window fails with
-    an unexpected error, the other windows' requests are cancelled too.
+    so polls never pile up. If this is cancelled, or a window fails with an unexpected error,
+    the other windows' requests are cancelled too.
     """
-    if not account.windows:  # the config never allows it; a hand-made account might
-        return []
     now = how.clock.time()
     gate = RetryAfterGate(how.clock)
     give_up_at = how.clock.monotonic() + account.interval / 2
-    first, *more = account.windows
-    others = [
-        asyncio.create_task(_fetch_window(how, account, w, now, gate, give_up_at)) for w in more
+    tasks = [
+        asyncio.create_task(_fetch_window(how, account, window, now, gate, give_up_at))
+        for window in account.windows
     ]
     try:
-        outcomes = [await _fetch_window(how, account, first, now, gate, give_up_at)]
-        for task in others:
-            outcomes.append(await task)
+        return list(await asyncio.gather(*tasks))
     except BaseException:
-        for task in others:
+        for task in tasks:  # gather cancels them when it is cancelled, not when one fails
             task.cancel()
         raise
-    return outcomes
 
 
 async def _fetch_window(

@@ -1,22 +1,20 @@
-"""Metric names, HELP texts, and turning account snapshots into the text exposition.
+"""The per-account metric families: names, HELP texts, and snapshots turned into exposition.
 
 No I/O here. Each account's part of the exposition is rendered once, when its snapshot changes
 (or when some of its figures turn stale), and a scrape joins the cached parts: with thousands of
-accounts a scrape costs a join, not a re-render of every sample. Both steps come in slices
-(``AccountsExposition.refresh`` is a generator, ``chunks`` yields one family at a time), so the
-web handler can let polls run in between and never holds a copy of the whole body.
+accounts a scrape costs a join, not a re-render of every sample. ``chunks`` yields one family at
+a time, so the web handler never holds a copy of the whole body. The exporter-wide families are
+prometheus-client metrics in ``exporter.selfmetrics``.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from exporter.errors import ApiErrorReason
 from exporter.selfmetrics import SelfMetrics
-from exporter.store import AccountSnapshot, SnapshotStore, packed_rows, packed_window
+from exporter.store import AccountSnapshot, SnapshotStore
 from exporter.traffic import TrafficRow
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,8 +55,6 @@ TRAFFIC_FIELDS: tuple[tuple[Family, Callable[[TrafficRow], float]], ...] = (
     (CTR, lambda r: r.ctr_ratio),
     (CVR, lambda r: r.cvr_ratio),
 )
-
-_IMPRESSIONS, _CLICKS, _ORDERS, _REVENUE, _CTR, _CVR = (f.name for f, _ in TRAFFIC_FIELDS)
 
 UP = Family(
     "retargeting_up", "gauge", "1 if the last poll of every window of the account succeeded, else 0"
@@ -143,63 +139,40 @@ def help_text(family: Family) -> str:
     )
 
 
-# Every reason, with the rest of its error counter's labels (enum members format slowly).
-_ERROR_LABELS = tuple((reason, f',reason="{reason.value}"}}') for reason in ApiErrorReason)
-
-
-@functools.lru_cache(maxsize=4096)
-def _row_labels(source: str, window: str) -> str:
-    """The labels after ``account`` of a traffic sample (a few sources x windows: cached)."""
-    return f',source_name="{escape(source)}",window="{escape(window)}"}} '
-
-
 def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     """One account's samples, one text block per family of ``ACCOUNT_FAMILIES``."""
     account = f'account="{escape(snapshot.name)}"'
-    blocks: list[list[str]] = [[] for _ in ACCOUNT_FAMILIES]
-    # The traffic samples, written out field by field (the hot part: 48 lines for an account
-    # with 4 sources and 2 windows; this way half the time of a loop over TRAFFIC_FIELDS).
-    # Counts are ints (TrafficRow), whose text is their f-string; the rest go through number().
-    impressions, clicks, orders, revenue, ctr, cvr = blocks[: len(TRAFFIC_FIELDS)]
-    head = "{" + account
-    for figures in snapshot.visible_packed(now):
-        window = packed_window(figures)
-        for source, shown, clicked, ordered, earned, ctr_ratio, cvr_ratio in packed_rows(figures):
-            labels = head + _row_labels(source, window)
-            impressions.append(f"{_IMPRESSIONS}{labels}{shown}\n")
-            clicks.append(f"{_CLICKS}{labels}{clicked}\n")
-            orders.append(f"{_ORDERS}{labels}{ordered}\n")
-            revenue.append(f"{_REVENUE}{labels}{number(earned)}\n")
-            ctr.append(f"{_CTR}{labels}{number(ctr_ratio)}\n")
-            cvr.append(f"{_CVR}{labels}{number(cvr_ratio)}\n")
-    base = len(TRAFFIC_FIELDS)
-    simple = f"{{{account}}}"
+    blocks: dict[Family, list[str]] = {family: [] for family in ACCOUNT_FAMILIES}
+
+    def add(family: Family, value: float, labels: str = "") -> None:
+        blocks[family].append(f"{family.name}{{{account}{labels}}} {number(value)}\n")
+
+    for figures in snapshot.visible_figures(now):
+        window = escape(figures.window)
+        for row in figures.rows:
+            labels = f',source_name="{escape(row.source_name)}",window="{window}"'
+            for family, value in TRAFFIC_FIELDS:
+                add(family, value(row), labels)
     if snapshot.polled:
-        blocks[base].append(f"{UP.name}{simple} {int(snapshot.up)}\n")
+        add(UP, int(snapshot.up))
     if snapshot.active is not None:
-        blocks[base + 1].append(f"{ACTIVE.name}{simple} {int(snapshot.active)}\n")
-    blocks[base + 2].append(f"{REQUESTS.name}{simple} {snapshot.requests_total}\n")
-    errors = snapshot.errors_total
-    blocks[base + 3].extend(
-        f"{ERRORS.name}{{{account}{labels} {errors.get(reason, 0)}\n"
-        for reason, labels in _ERROR_LABELS
-    )
+        add(ACTIVE, int(snapshot.active))
+    add(REQUESTS, snapshot.requests_total)
+    for reason in ApiErrorReason:  # every reason from the start: increase() never misses one
+        add(ERRORS, snapshot.errors_total.get(reason, 0), f',reason="{reason.value}"')
     if snapshot.last_success is not None:
-        blocks[base + 4].append(f"{LAST_SUCCESS.name}{simple} {number(snapshot.last_success)}\n")
+        add(LAST_SUCCESS, snapshot.last_success)
     if snapshot.poll_duration is not None:
-        blocks[base + 5].append(f"{POLL_DURATION.name}{simple} {number(snapshot.poll_duration)}\n")
-    blocks[base + 6].append(f"{POLL_INTERVAL.name}{simple} {number(snapshot.interval)}\n")
-    extra = "".join(f',{k}="{escape(v)}"' for k, v in sorted(snapshot.labels.items()))
-    blocks[base + 7].append(f"{ACCOUNT_INFO.name}{{{account}{extra}}} 1\n")
+        add(POLL_DURATION, snapshot.poll_duration)
+    add(POLL_INTERVAL, snapshot.interval)
+    add(ACCOUNT_INFO, 1, "".join(f',{k}="{escape(v)}"' for k, v in sorted(snapshot.labels.items())))
     if snapshot.polled:
-        blocks[base + 8].append(f"{DROPPED_SOURCES.name}{simple} {snapshot.dropped_sources}\n")
-    fetched = {p[0]: p[1] for p in snapshot.packed_figures}
-    blocks[base + 9].extend(
-        f'{WINDOW_LAST_SUCCESS.name}{{{account},window="{escape(w)}"}} {number(fetched[w])}\n'
-        for w in snapshot.windows
-        if w in fetched
-    )
-    return tuple("".join(block) for block in blocks)
+        add(DROPPED_SOURCES, snapshot.dropped_sources)
+    fetched = {f.window: f.fetched_at for f in snapshot.figures}
+    for window in snapshot.windows:  # even once the figures went stale: how old they are
+        if window in fetched:
+            add(WINDOW_LAST_SUCCESS, fetched[window], f',window="{escape(window)}"')
+    return tuple("".join(blocks[family]) for family in ACCOUNT_FAMILIES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,20 +183,16 @@ class _Rendered:
     deadline: float | None  # when some of those figures turn stale
 
 
-# Work units of one refresh() step: looking at an account costs 1, rendering it 25, so a step
-# renders at most 50 accounts or looks at 1,250 unchanged ones. Steps stay short because every
-# answer that arrives during one waits for its end, holding its request's concurrency slot.
-_STEP = 1250
-_RENDER_COST = 25
-_versions = itertools.count(1)
+# Accounts rendered between two chances for the event loop to run (a few milliseconds).
+RENDERS_PER_STEP = 50
 
 
 class AccountsExposition:
     """Caches every account's rendered part; serves them joined, one family at a time.
 
-    ``refresh`` re-renders only accounts whose snapshot changed or whose figures turned stale;
-    ``version`` changes whenever it did, so derived data (the gzip of the body) can be cached.
-    An idle scrape renders nothing.
+    ``refresh`` re-renders only accounts whose snapshot changed or whose figures turned stale,
+    so an idle scrape renders nothing; ``version`` changes whenever it did, so derived data (the
+    gzip of the body) can be cached.
     """
 
     def __init__(self) -> None:
@@ -234,46 +203,37 @@ class AccountsExposition:
         self._parts: dict[str, _Rendered] = {}
         self._generation = -1
         self._valid_until = float("-inf")
-        self._body = b""
-        self._body_version = 0
-        self.version = 0  # unique over all instances, so a reload's new instance never matches
-        self.renders = 0  # accounts rendered so far (for tests and benchmarks)
+        self.version = 0
 
     def refresh(self, store: SnapshotStore, now: float) -> Iterator[None]:
         """Bring the cached parts up to date with ``store`` at ``now``.
 
-        A generator: it yields between steps of a few ms, for a caller on an event loop to
-        let other tasks run (rendering thousands of changed accounts at once would hold it). The new
-        parts replace the old ones at the end, all at once.
+        A generator: it yields after every ``RENDERS_PER_STEP`` accounts it renders, for a caller
+        on an event loop to let other tasks run (at start-up, thousands of accounts change
+        between two scrapes). The new parts replace the old ones at the end, all at once.
         """
         if store.generation == self._generation and now < self._valid_until:
             return
-        generation = store.generation
+        generation = store.generation  # the store may change while this yields
         recheck = now >= self._valid_until  # some figures may have turned stale since
-        old = self._parts
         parts: dict[str, _Rendered] = {}
-        valid_until = float("inf")
-        work = 0
+        rendered = 0
         for snapshot in store.snapshots():
-            work += 1
-            cached = old.get(snapshot.name)
+            cached = self._parts.get(snapshot.name)
             if cached is None or cached.snapshot is not snapshot or recheck:
-                visible = tuple(packed_window(p) for p in snapshot.visible_packed(now))
+                visible = tuple(f.window for f in snapshot.visible_figures(now))
                 if cached is None or cached.snapshot is not snapshot or cached.visible != visible:
                     blocks = tuple(block.encode() for block in render_account(snapshot, now))
                     cached = _Rendered(snapshot, visible, blocks, snapshot.stale_deadline(now))
-                    self.renders += 1
-                    work += _RENDER_COST
+                    rendered += 1
+                    if rendered % RENDERS_PER_STEP == 0:
+                        yield
             parts[snapshot.name] = cached
-            if cached.deadline is not None and cached.deadline < valid_until:
-                valid_until = cached.deadline
-            if work >= _STEP:
-                work = 0
-                yield
         self._parts = parts
         self._generation = generation
-        self._valid_until = valid_until
-        self.version = next(_versions)
+        deadlines = [p.deadline for p in parts.values() if p.deadline is not None]
+        self._valid_until = min(deadlines, default=float("inf"))
+        self.version += 1
 
     def chunks(self) -> Iterator[bytes]:
         """The accounts' exposition as refreshed last: per family, its header, then its samples.
@@ -282,9 +242,6 @@ class AccountsExposition:
         only when the iterator gets to it, so the whole body is never copied at once.
         """
         blocks = [p.blocks for p in self._parts.values()]
-        return self._join(blocks)
-
-    def _join(self, blocks: list[tuple[bytes, ...]]) -> Iterator[bytes]:
         for i, header in enumerate(self._headers):
             samples = b"".join([b[i] for b in blocks])
             if samples:
@@ -292,13 +249,10 @@ class AccountsExposition:
                 yield samples
 
     def render(self, store: SnapshotStore, now: float) -> bytes:
-        """The accounts' exposition in one piece (``--once`` and tests); cached per version."""
+        """The accounts' exposition in one piece (``--once`` and tests)."""
         for _ in self.refresh(store, now):
             pass
-        if self._body_version != self.version:
-            self._body = b"".join(self.chunks())
-            self._body_version = self.version
-        return self._body
+        return b"".join(self.chunks())
 
 
 def render_all(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import NamedTuple
 
 from exporter.client import TrafficSourceClient
-from exporter.clock import Clock, as_clock
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import AccountConfig, Config, RestKey
 from exporter.errors import ApiError
 from exporter.fetch import AccountFetch, ClientProvider, Fetcher, RequestLimit, fetch_windows
@@ -109,8 +109,8 @@ class Poller:
     """Polls every configured account and keeps the store up to date.
 
     ``client`` sends every request (a reload may replace it: ``apply``); the daemon and
-    ``--once`` make theirs with ``for_config``. ``clock`` is a ``Clock`` (the real one by
-    default) or, as before, a wall-time function.
+    ``--once`` make theirs with ``for_config``. Every wait is on ``clock`` (the real one by
+    default).
     """
 
     def __init__(
@@ -119,7 +119,7 @@ class Poller:
         client: TrafficSourceClient,
         store: SnapshotStore,
         *,
-        clock: Clock | Callable[[], float] | None = None,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
         self_metrics: SelfMetrics | None = None,
     ) -> None:
@@ -128,7 +128,7 @@ class Poller:
         self.self_metrics = self_metrics or SelfMetrics()
         self._client = client
         self.store = store
-        self._clock = as_clock(clock)
+        self._clock = clock or SYSTEM_CLOCK
         self._rng = rng or random.Random()  # jitter, not cryptography
         # Requests under way, for every account: resized, never replaced, by a reload.
         self._limit = RequestLimit(config.api.max_concurrency)

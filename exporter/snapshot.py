@@ -58,7 +58,7 @@ def reconfigured(snapshot: AccountSnapshot, account: AccountConfig) -> AccountSn
 
 def last_answers(snapshot: AccountSnapshot) -> dict[str, LastAnswer]:
     """Each window's latest successful request, for ``exporter.refresh.due_windows``."""
-    return {p[0]: LastAnswer(p[1], p[2]) for p in snapshot.packed_figures}
+    return {f.window: LastAnswer(f.fetched_at, f.date_from) for f in snapshot.figures}
 
 
 def cap_sources(rows: tuple[TrafficRow, ...], cap: int) -> tuple[tuple[TrafficRow, ...], int]:
@@ -90,12 +90,9 @@ def next_snapshot(
     window that failed is always among them). Counters add up every attempt and failure; a
     window that failed keeps its last figures (they go stale later, in the exposition); the
     account is up only if the latest request of every window answered.
-    Unchanged labels and error counts keep the previous objects, so a poll leaves behind no new
-    long-lived objects but the snapshot itself.
     """
     windows = {w.name for w in account.windows}
-    figures = {p[0]: p for p in previous.packed_figures if p[0] in windows}
-    labels = previous.labels if previous.labels == account.labels else frozen(account.labels)
+    figures = {f.window: f for f in previous.figures if f.window in windows}
     errors = previous.errors_total
     requests = previous.requests_total
     dropped = 0
@@ -116,13 +113,11 @@ def next_snapshot(
             dropped = max(dropped, dropped_here)
             figures[outcome.window.name] = WindowFigures(
                 outcome.window.name, rows, result.fetched_at, outcome.date_from, outcome.date_to
-            ).pack()
+            )
         elif result.error is not None:
             failed.append(result.error)
             failed_windows.append(outcome.window.name)
     up = not failed
-    limits = stale_limits(account)
-    unchanged_limits = limits == previous.stale_limits
     active = previous.active
     if any(e.reason is ApiErrorReason.ACCOUNT_INACTIVE for e in failed):
         active = False
@@ -132,15 +127,15 @@ def next_snapshot(
     main_error = next((e for e in failed if not e.transient), failed[-1] if failed else None)
     return replace(
         previous,
-        labels=labels,
+        labels=frozen(account.labels),
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
-        stale_limits=previous.stale_limits if unchanged_limits else limits,
+        stale_limits=stale_limits(account),
         polled=True,
         up=up,
         active=active,
-        packed_figures=tuple(figures.values()),
+        figures=tuple(figures.values()),
         last_success=finished if up else previous.last_success,
         poll_duration=duration,
         last_error=main_error.reason if main_error else None,

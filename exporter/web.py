@@ -112,7 +112,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 async def healthy(request: web.Request) -> web.Response:
     if request.app[RUNTIME].poller.healthy():
         return web.Response(text="Healthy.\n")
-    return web.Response(status=503, text="Unhealthy: a poll loop has stopped.\n")
+    return web.Response(status=503, text="Unhealthy: the poll scheduler has stopped.\n")
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ import pytest
 from conftest import Clients
 from tooling import REPO
 
+from exporter.clock import SystemClock
 from exporter.config import parse_config
 from exporter.fakeapi import FakeAccount, FakeApi
 from exporter.metrics import render_account
@@ -268,7 +269,9 @@ async def test_poller_requests_the_local_day_and_labels_it(clients: Clients) -> 
         now = at("2024-11-03T12:00:00-05:00")  # the 25 h day: 13 h since midnight
         client = clients.new(url, timeout=5)
         store = SnapshotStore()
-        snapshot = await Poller(config, client, store, clock=lambda: now).poll(config.accounts[0])
+        snapshot = await Poller(config, client, store, clock=SystemClock(lambda: now)).poll(
+            config.accounts[0]
+        )
     finally:
         await fake.close()
     asked = sorted((int(r.date_from or 0), int(r.date_to or 0)) for r in fake.requests)

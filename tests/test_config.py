@@ -96,7 +96,6 @@ def test_overrides_per_account(tmp_path: Path) -> None:
     assert [w.name for w in b.windows] == ["24h"] and b.interval == 600 and b.stale_after == 1800
     assert c.rest_key.reveal() == "12345" and c.key_source == "literal"
     assert config.polling.end_offset == 3600
-    assert config.label_names == ("team", "vip")
 
 
 BAD_CONFIGS = [

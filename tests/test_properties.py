@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from exporter import traffic
 from exporter.client import MAX_RETRY_AFTER, classify_response, parse_retry_after
 from exporter.config import Config, ProxyUrl, parse_config
 from exporter.errors import ApiError, ApiErrorReason
@@ -477,3 +480,85 @@ def test_source_names_are_cleaned_or_refused(name: str, cleaned: str | None) -> 
         return
     (parsed,) = classify_response(200, body)
     assert parsed.source_name == cleaned
+
+
+# -- figures: exact, in range, or refused (through parse_rows, the parser's one entry) ----------
+
+USUAL = {"source_name": "Newsletter", "impressions": 9, "click": 2, "order": 1, "revenue": 5}
+
+
+def one_row(**fields: object) -> TrafficRow:
+    (row,) = parse_rows([{**USUAL, "cvr": "1.00", "ctr": "2.22", **fields}])
+    return row
+
+
+@given(value=st.floats(min_value=0, max_value=MAX_COUNT, allow_nan=False) | st.integers(0, 10**6))
+@example(value=1.36)
+@example(value=1e-05)
+@example(value=100)
+def test_a_percent_number_is_its_exact_decimal_shifted(value: float) -> None:
+    expected = float(Decimal(repr(float(value))).scaleb(-2))
+    assert one_row(ctr=value).ctr_ratio == expected
+
+
+@given(whole=st.integers(0, 10**6), fraction=st.text("0123456789", min_size=1, max_size=12))
+@example(whole=1, fraction="36")
+@example(whole=0, fraction="35")
+def test_a_percent_text_is_its_exact_decimal_shifted(whole: int, fraction: str) -> None:
+    text = f"{whole}.{fraction}"
+    expected = float(Decimal(text).scaleb(-2))  # rounded once, from the text's exact value
+    assert one_row(cvr=text).cvr_ratio == expected
+    assert one_row(cvr=text + "%").cvr_ratio == expected
+
+
+@given(value=st.integers(-(10**16), 10**16))
+def test_whole_numbers_in_range_or_refused(value: int) -> None:
+    if 0 <= value <= MAX_COUNT:
+        assert one_row(click=value).clicks == value
+        assert one_row(revenue=value).revenue == float(value)
+        return
+    for field in ("click", "revenue"):
+        with pytest.raises(ValueError, match=f"data\\[0\\] \\(Newsletter\\): field '{field}' is"):
+            one_row(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"click": True}, "'click' is boolean"),
+        ({"revenue": False}, "'revenue' is boolean"),
+        ({"order": 1.5}, "field 'order' is not a whole number: 1.5"),
+        ({"impressions": "7.00"}, None),  # whole-number text is accepted
+        ({"ctr": "-1.00"}, "field 'ctr' is not a number: '-1.00'"),
+        ({"cvr": None}, "field 'cvr' is missing"),
+        ({"source_name": "x" * 101}, None),  # cut to 100 characters and an ellipsis
+    ],
+)
+def test_each_field_is_accepted_or_refused_by_name(
+    fields: dict[str, object], problem: str | None
+) -> None:
+    if problem is None:
+        one_row(**fields)
+        return
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        one_row(**fields)
+
+
+def test_a_source_name_twice_is_refused_after_cleaning() -> None:
+    twice = [
+        {**USUAL, "cvr": "1", "ctr": "1", "source_name": n} for n in ("Newsletter", " Newsletter")
+    ]
+    with pytest.raises(ValueError, match="source_name 'Newsletter' appears twice"):
+        parse_rows(twice)
+
+
+@given(text=st.text(max_size=40), limit=st.integers(1, 30))
+@example(text=" Newsletter ", limit=20)
+@example(text="a\u009bb", limit=5)
+def test_safe_text_is_printable_single_line_and_bounded(text: str, limit: int) -> None:
+    cleaned = traffic.safe_text(text, limit)
+    assert cleaned.isprintable() and len(cleaned) <= limit + 1
+    if not cleaned.endswith("…"):
+        assert cleaned == cleaned.strip()
+    if text.isprintable() and len(text.strip()) <= limit:
+        assert cleaned == text.strip()  # clean text comes through as it is, trimmed

@@ -15,6 +15,7 @@ from typing import Protocol
 from exporter.backfill.plan import Plan, Point, Request, Result
 from exporter.backfill.state import StateFile
 from exporter.client import TrafficSourceClient
+from exporter.clock import SystemClock
 from exporter.config import Config
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.fetch import fetch_with_retries
@@ -77,6 +78,7 @@ async def execute(
     rng = rng or random.Random()  # back-off jitter, not cryptography
     bar: Progress = progress or NoProgress()
     limit = asyncio.Semaphore(config.api.max_concurrency)
+    waits = SystemClock(clock)  # real waits; window bounds and Retry-After dates on ``clock``
     outcome = Outcome(results=dict(plan.known))
     not_before: dict[str, float] = {}
     pending: Iterator[Request] = iter(plan.requests)
@@ -104,7 +106,7 @@ async def execute(
                 retries=config.api.retries,
                 limit=limit,
                 give_up_at=math.inf,  # no poll interval to stay within; attempts bound it
-                clock=clock,
+                clock=waits,
                 rng=rng,
             )
             outcome.requests_sent += fetched.attempts
