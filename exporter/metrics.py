@@ -135,7 +135,7 @@ def help_text(family: Family) -> str:
         return family.help + "."
     return (
         f"{family.help}. Refreshed by polling the Retargeting API at the account's interval "
-        "(retargeting_poll_interval_seconds)."
+        "(retargeting_poll_interval_seconds), or a window's longer refresh."
     )
 
 
