@@ -20,7 +20,7 @@ from exporter.traffic import TrafficRow
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per family: compared and hashed by identity
 class Family:
     name: str
     type: str  # gauge | counter

@@ -34,6 +34,8 @@ def safe_text(text: str, limit: int = 200) -> str:
     Every non-printable character counts, not only ASCII controls: C1 controls such as U+009B
     (CSI) are terminal escapes too, and line or paragraph separators would split a log line.
     """
+    if len(text) <= limit and text.isprintable():  # nothing to clean (every usual source name)
+        return text.strip()
     head = text[: 4 * limit]  # what is cut off anyway need not be cleaned
     marked = "".join(c if c.isprintable() else "\x00" for c in head)
     cleaned = re.sub("\x00+", " ", marked).strip()
