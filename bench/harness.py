@@ -63,6 +63,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.traffic import SteadyTraffic, read_records, steady_traffic
 from exporter import eventloop, metrics
 from exporter.errors import ApiErrorReason
+from exporter.selfmetrics import (
+    ACCOUNT_FILE_OK,
+    HTTP_REJECT_REASONS,
+    HTTP_REJECTED,
+    OUTCOMES,
+    REQUEST_DURATION,
+)
 from exporter.yamlcheck import parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
@@ -333,7 +340,7 @@ def check_exposition(text: str, settings: Settings) -> tuple[list[str], int, dic
     counts: dict[str, int] = {}
     up: dict[str, float] = {}
     requests: dict[str, float] = {}
-    failed = 0.0
+    failed = timed = 0.0
     last: dict[str, float] = {}
     duration: dict[str, float] = {}
     total = 0
@@ -356,6 +363,8 @@ def check_exposition(text: str, settings: Settings) -> tuple[list[str], int, dic
                 last[account] = sample.value
             elif sample.name == metrics.POLL_DURATION.name:
                 duration[account] = sample.value
+            elif sample.name == f"{REQUEST_DURATION}_count":
+                timed += sample.value
     expected = {f.name: n * w * SOURCES_PER_ACCOUNT for f, _ in metrics.TRAFFIC_FIELDS}
     per_account = (
         metrics.UP, metrics.ACTIVE, metrics.REQUESTS, metrics.LAST_SUCCESS,
@@ -364,12 +373,20 @@ def check_exposition(text: str, settings: Settings) -> tuple[list[str], int, dic
     )  # fmt: skip
     expected.update({f.name: n for f in per_account})
     expected[metrics.ERRORS.name] = n * len(ApiErrorReason)
-    expected.update({name: 1 for name in metrics.EXPORTER_NAMES if name != LAG_METRIC})
+    expected[metrics.WINDOW_LAST_SUCCESS.name] = n * w
+    single = metrics.EXPORTER_NAMES - {LAG_METRIC, REQUEST_DURATION, ACCOUNT_FILE_OK}
+    expected.update({name: 1 for name in single})
+    expected[f"{REQUEST_DURATION}_count"] = len(OUTCOMES)  # one histogram per outcome
+    expected[f"{HTTP_REJECTED}_total"] = len(HTTP_REJECT_REASONS)  # every reason from the start
+    expected[ACCOUNT_FILE_OK] = 0  # the benchmark's accounts are all in the main file
     for name, count in expected.items():
         if counts.get(name, 0) != count:
             problems.append(f"{name}: {counts.get(name, 0)} samples, expected {count}")
     if (polled := sum(1 for v in up.values() if v == 1)) != n:
         problems.append(f"{polled} of {n} accounts have retargeting_up 1")
+    # Every request is timed as it ends, and counted per account when its poll ends.
+    if timed < sum(requests.values()):
+        problems.append(f"{timed:.0f} requests timed, {sum(requests.values()):.0f} counted")
     if short := [a for a, v in requests.items() if v < w]:
         problems.append(f"{len(short)} accounts made fewer than {w} requests")
     facts: dict[str, float] = {"polled": float(len([a for a, v in up.items() if v == 1]))}

@@ -29,9 +29,11 @@ from exporter.flags import (
 from exporter.listener import DEFAULT_LIMITS, ListenerLimits
 from exporter.metrics import AccountsExposition, render_all
 from exporter.poller import Poller
+from exporter.refresh import refresh_of, requests_per_day
 from exporter.selfmetrics import SelfMetrics
 from exporter.watch import DEFAULT_AUTO_RELOAD_INTERVAL
 from exporter.webconfig import WebConfig, load_web_config
+from exporter.window import Window
 from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
 log = logging.getLogger("exporter")
@@ -270,7 +272,7 @@ def summary(config: Config, options: Options, source: ConfigSource | None = None
         f"proxy={config.api.proxy_url or 'from the environment'}",
         f"polling: interval={format_duration(p.interval)} jitter={format_duration(p.jitter)} "
         f"stale_after={format_duration(p.stale_after)} end_offset={format_duration(p.end_offset)}",
-        f"windows: {', '.join(w.name for w in config.windows)}",
+        f"windows: {', '.join(_window_text(w, p.interval) for w in config.windows)}",
         f"max_sources_per_account: {config.max_sources_per_account}",
     ]
     selected = select_shard(config, options.shard_count, options.shard_index)
@@ -282,10 +284,12 @@ def summary(config: Config, options: Options, source: ConfigSource | None = None
     for a in config.accounts:
         labels = " ".join(f"{k}={v}" for k, v in sorted(a.labels.items())) or "-"
         skipped = "" if a.name in mine else "  (other shard)"
-        windows = ",".join(w.name for w in a.windows)
+        windows = ",".join(_window_text(w, a.interval) for w in a.windows)
         lines.append(
             f"  - {a.name}: key from {a.key_source}; windows {windows}; "
-            f"every {format_duration(a.interval)}; labels {labels}{skipped}"
+            f"every {format_duration(a.interval)}; "
+            f"{_per_day(requests_per_day(a.windows, a.interval))} requests a day; "
+            f"labels {labels}{skipped}"
         )
     if config.account_files:
         files = source.files if source is not None else []
@@ -293,12 +297,32 @@ def summary(config: Config, options: Options, source: ConfigSource | None = None
         lines.extend(accountfiles.describe(files))
         if bad := [f.file for f in files if not f.ok]:
             lines.append(f"account files with problems: {', '.join(bad)}")
+    total = sum(requests_per_day(a.windows, a.interval) for a in config.accounts)
+    in_shard = sum(requests_per_day(a.windows, a.interval) for a in selected.accounts)
+    shard_total = f", {_per_day(in_shard)} in this shard" if options.shard_count > 1 else ""
+    lines.append(
+        f"API requests a day: {_per_day(total)}{shard_total} (when every request succeeds; "
+        "retries come on top)"
+    )
     lines.extend(f"warning: {w}" for w in config.warnings)
     lines.extend(
         f"warning: account {name}: its rest key is sent in clear to {host} (api.url is http://)"
         for name, host in keys_in_clear(config).items()
     )
     return "\n".join(lines)
+
+
+def _window_text(window: Window, interval: float) -> str:
+    """A window as ``--config.check`` lists it: ``30d(every 1h)`` if not asked at every poll."""
+    refresh = refresh_of(window, interval)
+    if refresh <= interval:
+        return window.name
+    return f"{window.name}(every {format_duration(refresh)})"
+
+
+def _per_day(requests: float) -> str:
+    """Requests a day, whole unless fewer than ten."""
+    return f"{requests:.0f}" if requests >= 10 or requests == int(requests) else f"{requests:.1f}"
 
 
 async def run_once(config: Config, own: SelfMetrics) -> int:
@@ -460,17 +484,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if options.once:
             if config is None:  # --demo --once: poll the demo accounts once
                 return eventloop.run(_demo_once(options, redactor))
-            return eventloop.run(run_once(config, _once_metrics(options)))
+            return eventloop.run(run_once(config, _once_metrics(options, config)))
         return eventloop.run(run_daemon(options, config, redactor, web_config, source))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-def _once_metrics(options: Options) -> SelfMetrics:
+def _once_metrics(options: Options, config: Config) -> SelfMetrics:
     """``--once``'s exporter-wide metrics: as the daemon's at start."""
-    return SelfMetrics(shard_index=options.shard_index, shard_count=options.shard_count)
+    return SelfMetrics(
+        shard_index=options.shard_index,
+        shard_count=options.shard_count,
+        request_timeout=config.api.timeout,
+    )
 
 
 async def _demo_once(options: Options, redactor: logs.Redactor) -> int:
     async with _demo(options, redactor) as (_, config):
-        return await run_once(config, _once_metrics(options))
+        return await run_once(config, _once_metrics(options, config))

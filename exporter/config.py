@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from exporter import __version__
 from exporter.apiurls import ProxyUrl, proxy_secrets, url_problem, user_agent_problem
 from exporter.window import DEFAULT_TIMEZONE, Window, with_timezone
+from exporter.windowlist import check_refreshes, parse_windows
 from exporter.yamlcheck import (
     ConfigError,
     Problems,
@@ -148,24 +149,6 @@ _NO_CREDENTIALS = (
     "outside systemd use rest_key_file"
 )
 _KEY_FIELDS = ("rest_key_env", "rest_key_file", "rest_key_credential", "rest_key")
-
-
-def _windows(value: Any, path: str, problems: Problems) -> tuple[Window, ...] | None:
-    if not isinstance(value, list) or not value:
-        problems.add(path, "must be a non-empty list of durations such as [24h, 30d]")
-        return None
-    windows: list[Window] = []
-    for i, item in enumerate(value):
-        try:
-            window = Window.parse(str(item))
-        except ValueError as exc:
-            problems.add(f"{path}[{i}]", str(exc))
-            continue
-        if any(w.same_as(window) for w in windows):
-            problems.add(f"{path}[{i}]", f"window {window.name} is listed twice")
-            continue
-        windows.append(window)
-    return tuple(windows)
 
 
 def _timezone(raw: dict[str, Any], path: str, problems: Problems, default: str) -> str:
@@ -375,7 +358,8 @@ def parse_config(
     timezone = _timezone(top, "", problems, DEFAULT_TIMEZONE)
     windows: tuple[Window, ...] = (Window.parse("24h"), Window.parse("30d"))
     if "windows" in top:
-        windows = _windows(top["windows"], "windows", problems) or windows
+        windows = parse_windows(top["windows"], "windows", problems) or windows
+        check_refreshes(windows, "windows", polling.interval, polling.stale_after, problems)
     max_sources = integer(top, "max_sources_per_account", "", problems, DEFAULT_MAX_SOURCES, 1, 100)
 
     account_files = _account_files(top, problems)
@@ -453,13 +437,17 @@ def _parse_account(
                 labels[label] = str(value).lower() if isinstance(value, bool) else str(value)
     account_windows = windows
     if "windows" in raw:
-        account_windows = _windows(raw["windows"], f"{path}.windows", problems) or windows
+        account_windows = parse_windows(raw["windows"], f"{path}.windows", problems) or windows
     timezone = _timezone(raw, path, problems, default_timezone)
     interval = duration(raw, "interval", path, problems, polling.interval, MIN_INTERVAL_SECONDS)
     default_stale = polling.stale_after if explicit_stale else 3 * interval
     stale_after = duration(raw, "stale_after", path, problems, default_stale, 0.0)
     if stale_after < interval:
         problems.add(f"{path}.stale_after", "must be at least the account's polling interval")
+    elif "windows" in raw:
+        check_refreshes(account_windows, f"{path}.windows", interval, stale_after, problems)
+    elif interval != polling.interval:  # the top-level list was checked at polling.interval
+        check_refreshes(account_windows, "windows", interval, stale_after, problems, name)
     currency = raw.get("currency", "")
     if "currency" in raw and (not isinstance(currency, str) or not _CURRENCY.match(currency)):
         shown = repr(currency) if isinstance(currency, str) else kind(currency)

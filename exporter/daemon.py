@@ -83,6 +83,7 @@ class Daemon:
             shard_index=shard_index,
             shard_count=shard_count,
             loop_lag=loop_lag.max_lag if loop_lag is not None else None,
+            request_timeout=config.api.timeout,
         )
         self.self_metrics.reload_success_timestamp.set(time.time())
         if source is not None:

@@ -96,10 +96,16 @@ DROPPED_SOURCES = Family(
     "Traffic sources in the last answer that were not exported because of max_sources_per_account",
 )
 
+WINDOW_LAST_SUCCESS = Family(
+    "retargeting_window_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the window's last successful request (its figures go stale from here)",
+)
+
 ACCOUNT_FAMILIES: tuple[Family, ...] = (
     *(f for f, _ in TRAFFIC_FIELDS),
     UP, ACTIVE, REQUESTS, ERRORS, LAST_SUCCESS, POLL_DURATION, POLL_INTERVAL, ACCOUNT_INFO,
-    DROPPED_SOURCES,
+    DROPPED_SOURCES, WINDOW_LAST_SUCCESS,
 )  # fmt: skip
 
 # Every metric name the exporter can expose (dashboards and alerts may use only these): the
@@ -131,7 +137,7 @@ def help_text(family: Family) -> str:
         return family.help + "."
     return (
         f"{family.help}. Refreshed by polling the Retargeting API at the account's interval "
-        "(retargeting_poll_interval_seconds)."
+        "(retargeting_poll_interval_seconds), or a window's longer refresh."
     )
 
 
@@ -169,6 +175,10 @@ def render_account(snapshot: AccountSnapshot, now: float) -> tuple[str, ...]:
     )
     if snapshot.polled:
         add(DROPPED_SOURCES, snapshot.dropped_sources)
+    fetched = {f.window: f.fetched_at for f in snapshot.figures}
+    for window in snapshot.windows:  # even once the figures went stale: how old they are
+        if window in fetched:
+            add(WINDOW_LAST_SUCCESS, fetched[window], f',window="{escape(window)}"')
     return tuple("".join(blocks[family]) for family in ACCOUNT_FAMILIES)
 
 

@@ -11,16 +11,26 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import NamedTuple
 
 from exporter.client import TrafficSourceClient
 from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.config import AccountConfig, Config
-from exporter.fetch import AccountFetch, Fetcher, RequestLimit, fetch_windows
+from exporter.config import AccountConfig, Config, RestKey
+from exporter.errors import ApiError
+from exporter.fetch import AccountFetch, ClientProvider, Fetcher, RequestLimit, fetch_windows
+from exporter.refresh import due_windows
 from exporter.schedule import Cadence, Scheduler
-from exporter.selfmetrics import SelfMetrics
-from exporter.snapshot import initial_snapshot, next_snapshot, reconfigured, transition
+from exporter.selfmetrics import OUTCOMES, SUCCESS, SelfMetrics
+from exporter.snapshot import (
+    initial_snapshot,
+    last_answers,
+    next_snapshot,
+    reconfigured,
+    transition,
+)
 from exporter.store import AccountSnapshot, SnapshotStore
+from exporter.traffic import TrafficRow
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +80,31 @@ def log_source_cap(snapshot: AccountSnapshot, cap: int) -> None:
     )
 
 
+class TimedClient:
+    """Sends each request through the client in use, timing it into the request histogram.
+
+    Every attempt counts, under ``success`` or the failure's reason; a cancelled request (stop,
+    a reload) has no outcome and is not counted.
+    """
+
+    def __init__(self, client: ClientProvider, self_metrics: SelfMetrics, clock: Clock) -> None:
+        self._client = client
+        self._clock = clock
+        histogram = self_metrics.request_duration
+        self._durations = {outcome: histogram.labels(outcome) for outcome in OUTCOMES}
+
+    async def fetch(self, key: RestKey, date_from: int, date_to: int) -> tuple[TrafficRow, ...]:
+        """One request, timed on the injected clock."""
+        started = self._clock.monotonic()
+        try:
+            rows = await self._client().fetch(key, date_from, date_to)
+        except ApiError as error:
+            self._durations[error.reason].observe(self._clock.monotonic() - started)
+            raise
+        self._durations[SUCCESS].observe(self._clock.monotonic() - started)
+        return rows
+
+
 class Poller:
     """Polls every configured account and keeps the store up to date.
 
@@ -107,6 +142,8 @@ class Poller:
         self._first_round_started = self._clock.monotonic()
         self._warned_cap: set[str] = set()
         self.self_metrics.accounts.set(len(self._accounts))
+        self.self_metrics.polls_overdue.set_function(self._scheduler.plan.overdue)
+        self._timed = TimedClient(lambda: self._client, self.self_metrics, self._clock)
         for account in config.accounts:
             if store.get(account.name) is None:
                 store.put(initial_snapshot(account))
@@ -137,7 +174,7 @@ class Poller:
     def _current_client(self) -> Fetcher:
         # What fetch.py sends each attempt through: a retry after a reload that replaced the
         # client goes to the new one (the retired one closes once its requests are done).
-        return self._client
+        return self._timed
 
     def _capacity(self) -> int:
         return _ADMITTED * self._limit.size
@@ -158,6 +195,15 @@ class Poller:
         generation = self._generations.get(account.name, 0)
         started = self._clock.monotonic()
         config = self._config
+        previous = self.store.get(account.name) or initial_snapshot(account)
+        due = due_windows(
+            account.windows,
+            interval=account.interval,
+            last=last_answers(previous),
+            failed=previous.failed_windows,
+            now=self._clock.time(),
+            end_offset=config.polling.end_offset,
+        )
         how = AccountFetch(
             self._current_client,
             config.api.retries,
@@ -166,14 +212,17 @@ class Poller:
             self._clock,
             self._rng,
         )
-        outcomes = await fetch_windows(how, account)
+        if len(due) == len(account.windows):
+            outcomes = await fetch_windows(how, account)
+        else:  # the others are fresh enough (their refresh): asked for at a later poll
+            outcomes = await fetch_windows(how, replace(account, windows=due)) if due else []
         finished = self._clock.time()
         # A reload while the requests were out may have changed or removed the account: the
         # snapshot takes the labels, interval and windows in force now, not those of the start.
         current = self._accounts.get(account.name)
         if generation != self._generations.get(account.name, 0):
             current = None  # polled with a key replaced since: its outcome is not the account's
-        previous = self.store.get(account.name) or initial_snapshot(account)
+        previous = self.store.get(account.name) or previous
         snapshot = next_snapshot(
             current or account,
             previous,
@@ -203,31 +252,13 @@ class Poller:
             return
         self._summed_up = True
         snapshots = [s for n in self._accounts if (s := self.store.get(n)) is not None]
-        up = sum(1 for s in snapshots if s.up)
-        took = self._clock.monotonic() - self._first_round_started
-        log.info(
-            "every account polled once",
-            extra={
-                "accounts": len(snapshots),
-                "up": up,
-                "down": len(snapshots) - up,
-                "seconds": round(took, 3),
-            },
+        shortest = min((a.interval for a in self._accounts.values()), default=0.0)
+        log_first_round(
+            snapshots,
+            self._clock.monotonic() - self._first_round_started,
+            shortest,
+            self._config.api.max_concurrency,
         )
-        shortest = min((a.interval for a in self._accounts.values()), default=took)
-        if took > shortest:
-            # Over capacity, every account comes round once per such round, not once per
-            # interval: say so once, with what would fix it.
-            log.warning(
-                "polling every account takes longer than the polling interval; accounts are "
-                "polled less often than configured: raise api.max_concurrency or the interval, "
-                "or shard the accounts",
-                extra={
-                    "seconds": round(took, 3),
-                    "interval": round(shortest, 3),
-                    "max_concurrency": self._config.api.max_concurrency,
-                },
-            )
 
     async def poll_all_once(self) -> list[AccountSnapshot]:
         """Poll every account once (``--once``), as many at a time as the scheduler would."""
@@ -320,3 +351,32 @@ class Poller:
             self._scheduler.add(name)
         self._scheduler.wake()  # the admission limit may have changed too
         return changes._asdict()
+
+
+def log_first_round(
+    snapshots: list[AccountSnapshot], took: float, shortest: float, max_concurrency: int
+) -> None:
+    """Say once how the first round went, and warn when it took longer than an interval."""
+    up = sum(1 for s in snapshots if s.up)
+    log.info(
+        "every account polled once",
+        extra={
+            "accounts": len(snapshots),
+            "up": up,
+            "down": len(snapshots) - up,
+            "seconds": round(took, 3),
+        },
+    )
+    if snapshots and took > shortest:
+        # Over capacity, every account comes round once per such round, not once per
+        # interval: say so once, with what would fix it.
+        log.warning(
+            "polling every account takes longer than the polling interval; accounts are "
+            "polled less often than configured: raise api.max_concurrency or the interval, "
+            "or shard the accounts",
+            extra={
+                "seconds": round(took, 3),
+                "interval": round(shortest, 3),
+                "max_concurrency": max_concurrency,
+            },
+        )

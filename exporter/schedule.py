@@ -112,6 +112,24 @@ class Schedule:
             return name
         return None
 
+    def overdue(self) -> int:
+        """Accounts whose poll is due now but has not been taken off the plan (not started).
+
+        Accounts held back by ``Retry-After`` are not counted: the API asked them to wait. The
+        walk descends the heap only below entries already due, so it costs the overdue ones.
+        """
+        now = self._clock.monotonic()
+        due, count, stack = self._due, 0, [0] if self._due else []
+        while stack:
+            i = stack.pop()
+            at, ticket, name = due[i]
+            if at > now:
+                continue  # and so is every entry below it
+            if self._tickets.get(name) == ticket and self._held.get(name, 0.0) <= now:
+                count += 1
+            stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(due))
+        return count
+
     def _push(self, name: str, at: float) -> None:
         ticket = next(self._next_ticket)
         self._tickets[name] = ticket

@@ -1,10 +1,11 @@
 """The exporter's own metrics: one ``SelfMetrics`` per process, on a registry of its own.
 
 These are the exporter-wide families (a handful of series, not one per account): build and shard
-info, the accounts polled, reloads, internal errors, the optional event-loop lag, and the
-standard ``process_*`` metrics. They are prometheus-client's own types on a ``CollectorRegistry``
-of this process (never the global ``REGISTRY``), rendered by ``generate_latest`` after the
-per-account exposition of ``exporter.metrics``.
+info, the accounts polled, reloads, internal errors, the API requests' durations, the polls
+overdue, the optional event-loop lag, and the standard ``process_*`` metrics. They are
+prometheus-client's own types on a ``CollectorRegistry`` of this process (never the global
+``REGISTRY``), rendered by ``generate_latest`` after the per-account exposition of
+``exporter.metrics``.
 
 To add an exporter-wide family: declare it in ``SelfMetrics.__init__`` (its name, HELP, labels),
 as an attribute the code that feeds it can reach (the poller holds the ``SelfMetrics``), and add
@@ -20,6 +21,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -28,6 +30,18 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.errors import ApiErrorReason
+
+# The outcome label of a request: success, or why it failed (a bounded set, all exposed at 0).
+SUCCESS = "success"
+OUTCOMES = (SUCCESS, *(r.value for r in ApiErrorReason))
+DEFAULT_TIMEOUT = 15.0
+_LADDER = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0)
+
+
+def request_buckets(timeout: float) -> tuple[float, ...]:
+    """Histogram buckets from 50 ms up to the request timeout (and the timeout itself)."""
+    return (*(b for b in _LADDER if b < timeout), timeout)
 
 
 class SelfMetrics:
@@ -43,6 +57,7 @@ class SelfMetrics:
         shard_index: int = 0,
         shard_count: int = 1,
         loop_lag: Callable[[], float] | None = None,
+        request_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         # The text format has no created timestamps: prometheus-client would write each
         # counter's and histogram's as an extra "<name>_created" gauge series.
@@ -81,8 +96,25 @@ class SelfMetrics:
             "Unexpected errors inside the exporter while polling an account (bugs); see the logs.",
             registry=registry,
         )
+        self._listener_families(registry)
+        # Fed by the daemon: (file as its glob gave it, last load good) of each account file.
+        self.account_files: Callable[[], Iterable[tuple[str, bool]]] = tuple
+        registry.register(_AccountFiles(lambda: self.account_files()))
+        self._request_families(registry, request_timeout)
+        if loop_lag is not None:
+            Gauge(
+                LOOP_LAG,
+                "Longest delay of the event loop (a 10ms timer firing late) within the "
+                "--debug.loop-lag window.",
+                registry=registry,
+            ).set_function(loop_lag)
+        # -------------------------------------------------------------------------------------
+        ProcessCollector(registry=registry)
+        self.reload_successful.set(1)
+
+    def _listener_families(self, registry: CollectorRegistry) -> None:
         self.http_connections_rejected = Counter(  # fed by the listener
-            "retargeting_exporter_http_connections_rejected",
+            HTTP_REJECTED,
             "Client connections closed at once, unread, because a connection limit was reached: "
             "per_client_limit (--web.max-connections-per-client) or max_connections "
             "(--web.max-connections).",
@@ -97,19 +129,26 @@ class SelfMetrics:
             "arrived within --web.read-header-timeout.",
             registry=registry,
         )
-        # Fed by the daemon: (file as its glob gave it, last load good) of each account file.
-        self.account_files: Callable[[], Iterable[tuple[str, bool]]] = tuple
-        registry.register(_AccountFiles(lambda: self.account_files()))
-        if loop_lag is not None:
-            Gauge(
-                LOOP_LAG,
-                "Longest delay of the event loop (a 10ms timer firing late) within the "
-                "--debug.loop-lag window.",
-                registry=registry,
-            ).set_function(loop_lag)
-        # -------------------------------------------------------------------------------------
-        ProcessCollector(registry=registry)
-        self.reload_successful.set(1)
+
+    def _request_families(self, registry: CollectorRegistry, request_timeout: float) -> None:
+        # Fed by the poller: every API request of the daemon, retries included. Its buckets
+        # stay those of the timeout at start-up (a histogram's buckets cannot change).
+        self.request_duration = Histogram(
+            REQUEST_DURATION,
+            "Duration of the exporter's API requests, retries included, by outcome: success "
+            "or the reason of the failure.",
+            ["outcome"],
+            buckets=request_buckets(request_timeout),
+            registry=registry,
+        )
+        for outcome in OUTCOMES:
+            self.request_duration.labels(outcome)
+        # Read at scrape time from the poller's schedule (Poller sets the function).
+        self.polls_overdue = Gauge(
+            "retargeting_exporter_polls_overdue",
+            "Accounts whose poll is due but has not started (all polling capacity is busy).",
+            registry=registry,
+        )
 
     def render(self) -> bytes:
         """The exporter-wide part of the exposition (text format 0.0.4)."""
@@ -125,6 +164,7 @@ class SelfMetrics:
 
 
 LOOP_LAG = "retargeting_exporter_event_loop_lag_seconds"
+HTTP_REJECTED = "retargeting_exporter_http_connections_rejected"
 # Why the listener closed a connection at once: the label values of the rejected counter.
 HTTP_REJECT_REASONS = ("per_client_limit", "max_connections")
 
@@ -148,3 +188,6 @@ class _AccountFiles(Collector):
         for file, ok in self._files():
             family.add_metric([file], int(ok))
         yield family
+
+
+REQUEST_DURATION = "retargeting_api_request_duration_seconds"

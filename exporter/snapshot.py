@@ -12,6 +12,7 @@ from types import MappingProxyType
 from exporter.config import AccountConfig
 from exporter.errors import ApiError, ApiErrorReason
 from exporter.fetch import WindowOutcome
+from exporter.refresh import LastAnswer, stale_limit_of
 from exporter.store import AccountSnapshot, WindowFigures
 from exporter.traffic import TrafficRow
 
@@ -24,6 +25,11 @@ def frozen(labels: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(labels))
 
 
+def stale_limits(account: AccountConfig) -> tuple[float, ...]:
+    """Each window's stale limit, in window order (see ``exporter.refresh.stale_limit_of``)."""
+    return tuple(stale_limit_of(w, account.interval, account.stale_after) for w in account.windows)
+
+
 def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
     """What the store holds for an account before its first poll."""
     return AccountSnapshot(
@@ -33,19 +39,28 @@ def initial_snapshot(account: AccountConfig) -> AccountSnapshot:
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
         currency=account.currency,
+        stale_limits=stale_limits(account),
     )
 
 
 def reconfigured(snapshot: AccountSnapshot, account: AccountConfig) -> AccountSnapshot:
     """The snapshot under an account's new labels, interval and windows (a reload)."""
+    names = tuple(w.name for w in account.windows)
     return replace(
         snapshot,
         labels=frozen(account.labels),
         interval=account.interval,
         stale_after=account.stale_after,
-        windows=tuple(w.name for w in account.windows),
+        windows=names,
         currency=account.currency,
+        stale_limits=stale_limits(account),
+        failed_windows=tuple(w for w in snapshot.failed_windows if w in names),
     )
+
+
+def last_answers(snapshot: AccountSnapshot) -> dict[str, LastAnswer]:
+    """Each window's latest successful request, for ``exporter.refresh.due_windows``."""
+    return {f.window: LastAnswer(f.fetched_at, f.date_from) for f in snapshot.figures}
 
 
 def cap_sources(rows: tuple[TrafficRow, ...], cap: int) -> tuple[tuple[TrafficRow, ...], int]:
@@ -73,8 +88,10 @@ def next_snapshot(
 ) -> AccountSnapshot:
     """The snapshot after a poll of ``account`` that ended at ``finished`` (wall clock).
 
-    Counters add up every attempt and failure; a window that failed keeps its last figures
-    (they go stale later, in the exposition); the account is up only if every window answered.
+    ``outcomes`` are of the windows the poll asked for (``exporter.refresh.due_windows``: a
+    window that failed is always among them). Counters add up every attempt and failure; a
+    window that failed keeps its last figures (they go stale later, in the exposition); the
+    account is up only if the latest request of every window answered.
     """
     windows = {w.name for w in account.windows}
     figures = {f.window: f for f in previous.figures if f.window in windows}
@@ -82,6 +99,7 @@ def next_snapshot(
     requests = previous.requests_total
     dropped = 0
     failed: list[ApiError] = []
+    failed_windows: list[str] = []
     succeeded = False
     for outcome in outcomes:
         result = outcome.result
@@ -100,6 +118,7 @@ def next_snapshot(
             )
         elif result.error is not None:
             failed.append(result.error)
+            failed_windows.append(outcome.window.name)
     up = not failed
     active = previous.active
     if any(e.reason is ApiErrorReason.ACCOUNT_INACTIVE for e in failed):
@@ -114,6 +133,7 @@ def next_snapshot(
         interval=account.interval,
         stale_after=account.stale_after,
         windows=tuple(w.name for w in account.windows),
+        stale_limits=stale_limits(account),
         polled=True,
         up=up,
         active=active,
@@ -124,7 +144,8 @@ def next_snapshot(
         last_error_message=main_error.message if main_error else "",
         requests_total=requests,
         errors_total=errors,
-        dropped_sources=dropped,
+        dropped_sources=dropped if succeeded else previous.dropped_sources,
+        failed_windows=tuple(failed_windows),
     )
 
 

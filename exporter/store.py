@@ -32,6 +32,9 @@ class AccountSnapshot:
     interval: float
     stale_after: float
     windows: tuple[str, ...]  # the configured window names, in order
+    # How long each window's figures are shown after its last success, in ``windows`` order
+    # (empty: ``stale_after`` for every window).
+    stale_limits: tuple[float, ...] = ()
     polled: bool = False  # at least one poll has finished (successfully or not)
     up: bool = False
     active: bool | None = None  # None until an answer tells
@@ -45,15 +48,25 @@ class AccountSnapshot:
     next_poll: float | None = None  # wall-clock time of the next planned poll
     dropped_sources: int = 0
     currency: str = ""  # ISO 4217 code of the revenue figures; "" when not configured
+    failed_windows: tuple[str, ...] = ()  # the windows whose latest request failed
+
+    def stale_limit(self, window: str) -> float:
+        """How long after its last success ``window``'s figures are shown."""
+        if self.stale_limits and window in self.windows:
+            return self.stale_limits[self.windows.index(window)]
+        return self.stale_after
 
     def visible_figures(self, now: float) -> list[WindowFigures]:
-        """Figures still fresh enough to export (younger than ``stale_after``), in window order."""
-        fresh = {f.window: f for f in self.figures if now - f.fetched_at <= self.stale_after}
+        """Figures still fresh enough to export (younger than their window's stale limit), in
+        window order."""
+        fresh = {
+            f.window: f for f in self.figures if now - f.fetched_at <= self.stale_limit(f.window)
+        }
         return [fresh[name] for name in self.windows if name in fresh]
 
     def stale_deadline(self, now: float) -> float | None:
         """The next moment at which some visible figures become stale (None: none will)."""
-        deadlines = [f.fetched_at + self.stale_after for f in self.visible_figures(now)]
+        deadlines = [f.fetched_at + self.stale_limit(f.window) for f in self.visible_figures(now)]
         return min(deadlines) if deadlines else None
 
 

@@ -30,6 +30,10 @@ class Window:
     name: str
     seconds: int  # length of a rolling window; 0 for a calendar day
     timezone: str = DEFAULT_TIMEZONE  # IANA name; used by calendar days only
+    # How often the window is asked for and how long its figures are shown, as configured
+    # (None: the defaults of exporter.refresh, which depend on the account's interval).
+    refresh: float | None = None
+    stale_after: float | None = None
 
     @classmethod
     def parse(cls, text: str) -> Window:

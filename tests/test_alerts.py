@@ -30,6 +30,7 @@ EXPORTER_ALERTS = {
     "RetargetingExporterConfigReloadFailed",
     "RetargetingExporterAccountFileInvalid",
     "RetargetingExporterInternalErrors",
+    "RetargetingExporterFallingBehind",
 }
 PER_SOURCE_ALERTS = {"RetargetingCTRDrop", "RetargetingCVRDrop"}
 REQUIRED_ALERTS = {

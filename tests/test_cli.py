@@ -96,9 +96,37 @@ def test_config_check_prints_a_summary_without_secrets(tmp_path: Path) -> None:
     result = run("--config.check", f"--config.file={path}", "--shard.count=2", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"configuration {path} is valid\n")
-    assert "  - shop-a: key from env KEY_0; windows 24h,30d; every 5m; labels -" in result.stdout
+    assert (
+        "  - shop-a: key from env KEY_0; windows 24h,30d; every 5m; 576 requests a day; labels -"
+    ) in result.stdout
     assert "in shard 0/2" in result.stdout
+    assert "API requests a day: 1152, 1152 in this shard (when every request" in result.stdout
     assert GOOD_KEY not in result.stdout + result.stderr and BAD_KEY not in result.stdout
+
+
+def test_config_check_prints_the_requests_a_day(tmp_path: Path) -> None:
+    """Per account and in total, from intervals, windows and refreshes: what polling will cost."""
+    path = tmp_path / "config.yaml"
+    accounts = [
+        {"name": "hourly-30d", "rest_key_env": "KEY_0"},
+        {
+            "name": "slow",
+            "rest_key_env": "KEY_0",
+            "interval": "15m",
+            "windows": ["24h", "yesterday"],
+        },
+    ]
+    windows = ["24h", {"window": "30d", "refresh": "1h"}]
+    path.write_text(yaml.safe_dump({"windows": windows, "accounts": accounts}))
+    result = run("--config.check", f"--config.file={path}", env=dict(os.environ, KEY_0="k"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "windows: 24h, 30d(every 1h)" in lines
+    assert [line.split("; ")[1:4] for line in lines if line.startswith("  - ")] == [
+        ["windows 24h,30d(every 1h)", "every 5m", "312 requests a day"],  # 288 + 24
+        ["windows 24h,yesterday(every 1h)", "every 15m", "120 requests a day"],  # 96 + 24
+    ]
+    assert lines[-1].startswith("API requests a day: 432 (")
 
 
 PROXY_USER = "proxy-user-ZQ8"

@@ -22,6 +22,7 @@ from exporter.config import (
     parse_config,
 )
 from exporter.logs import Redactor
+from exporter.refresh import refresh_of, stale_limit_of
 from exporter.window import Window
 from exporter.yamlcheck import ConfigError, format_duration, parse_duration
 
@@ -277,6 +278,77 @@ BAD_CONFIGS = [
             "accounts[0] (a).interval: must be at least 30s, got 1s",
         ],
         id="account-fields",
+    ),
+    pytest.param(
+        minimal(windows=["24h", {"window": "30d", "refresh": "1m"}]),
+        [
+            "windows[1].refresh: refresh 1m of window 30d is below the polling interval 5m: "
+            "a window is asked for at most once per poll"
+        ],
+        id="refresh-below-interval",
+    ),
+    pytest.param(
+        minimal(windows=[{"window": "30d", "refresh": "2h", "stale_after": "1h"}]),
+        [
+            "windows[0].stale_after: refresh 2h of window 30d is above its stale_after 1h: "
+            "its figures would go stale between refreshes"
+        ],
+        id="refresh-above-stale-limit",
+    ),
+    pytest.param(
+        minimal(windows=[{"window": "yesterday", "stale_after": "30m"}]),
+        [
+            "windows[0].stale_after: refresh 1h of window yesterday is above its stale_after "
+            "30m: its figures would go stale between refreshes"
+        ],
+        id="default-yesterday-refresh-above-stale-limit",
+    ),
+    pytest.param(
+        {
+            "windows": [{"window": "30d", "refresh": "10m"}],
+            "accounts": [
+                {"name": "slow", "rest_key_env": "SHOP_A_KEY", "interval": "15m"},
+                {
+                    "name": "own",
+                    "rest_key_env": "SHOP_B_KEY",
+                    "windows": ["24h", {"window": "7d", "refresh": "1m"}],
+                },
+            ],
+        },
+        [
+            "windows[0].refresh: refresh 10m of window 30d is below the polling interval 15m "
+            "of account slow: a window is asked for at most once per poll",
+            "accounts[1] (own).windows[1].refresh: refresh 1m of window 7d is below the polling "
+            "interval 5m: a window is asked for at most once per poll",
+        ],
+        id="refresh-per-account",
+    ),
+    pytest.param(
+        minimal(
+            windows=[
+                {"window": "30d", "refresh": "an hour", "every": "1h"},
+                {"refresh": "1h"},
+                {"window": ["30d"]},
+                {"window": "45d", "refresh": "1h"},
+                {"window": "24h", "refresh": "10s"},
+            ]
+        ),
+        [
+            "windows[0].every: unknown key",
+            "windows[0].refresh: 'an hour' is not a duration (use e.g. 30s, 5m, 1h30m, 7d)",
+            "windows[1]: needs window: a duration such as 24h or 30d, today, yesterday, or "
+            "{window: 30d, refresh: 1h}",
+            "windows[2].window: must be a duration such as 24h or 30d, today, yesterday, or "
+            "{window: 30d, refresh: 1h}, got a list",
+            "windows[3].window: window 45d must be between 1h and 30d (the API's limit)",
+            "windows[4].refresh: must be at least 30s, got 10s",
+        ],
+        id="window-entry-shapes",
+    ),
+    pytest.param(
+        minimal(windows=["30d", {"window": "720h", "refresh": "1h"}]),
+        ["windows[1]: window 720h is listed twice"],
+        id="window-entry-twice",
     ),
 ]
 
@@ -690,3 +762,42 @@ def test_bad_credentials_are_named(
     assert problems_of(data, env) == [
         f"accounts[0] (a).rest_key_credential: {problem.format(dir=tmp_path)}"
     ]
+
+
+def test_windows_may_set_a_refresh_and_stale_after_beside_plain_names() -> None:
+    config = parse_config(
+        minimal(
+            windows=["24h", {"window": "30d", "refresh": "1h"}, "yesterday"],
+            accounts=[
+                {"name": "a", "rest_key_env": "SHOP_A_KEY"},
+                {
+                    "name": "b",
+                    "rest_key_env": "SHOP_B_KEY",
+                    "interval": "10m",
+                    "windows": [{"window": "today", "refresh": "30m", "stale_after": "2h"}],
+                },
+            ],
+        ),
+        env=ENV,
+    )
+    a, b = config.accounts
+    assert [(w.name, refresh_of(w, a.interval)) for w in a.windows] == [
+        ("24h", 300),
+        ("30d", 3600),
+        ("yesterday", 3600),  # figures of a closed day only settle: hourly by default
+    ]
+    # Each window keeps the account's margin for missed polls past its own next refresh.
+    assert [stale_limit_of(w, a.interval, a.stale_after) for w in a.windows] == [900, 4200, 4200]
+    (today,) = b.windows
+    assert (today.refresh, refresh_of(today, b.interval)) == (1800, 1800)
+    assert stale_limit_of(today, b.interval, b.stale_after) == 7200
+
+
+def test_example_file_refreshes_30d_hourly() -> None:
+    env = {"SHOP_FASHION_KEY": "k1", "SHOP_ELECTRONICS_KEY": "k2"}
+    config = load_config(REPO / "config.example.yaml", env=env)
+    fashion = config.accounts[0]
+    assert {w.name: refresh_of(w, fashion.interval) for w in fashion.windows} == {
+        "24h": 300,
+        "30d": 3600,
+    }

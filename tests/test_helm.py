@@ -152,6 +152,8 @@ BAD_VALUES: list[tuple[Obj, str]] = [
     ({"config": {"pollng": {"interval": "5m"}}}, "additional properties 'pollng' not allowed"),
     ({"config": {"polling": {"interval": "5 minutes"}}}, "/config/polling/interval"),
     ({"config": {"windows": ["24h", "tomorrow"]}}, "/config/windows/1"),
+    ({"config": {"windows": [{"window": "30d", "refesh": "1h"}]}}, "/config/windows/0"),
+    ({"config": {"windows": [{"window": "30d", "refresh": "an hour"}]}}, "/config/windows/0"),
     (
         {"config": {"accounts": [{"name": "a", "rest_key": "literal"}]}},
         "additional properties 'rest_key' not allowed",

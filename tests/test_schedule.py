@@ -251,3 +251,25 @@ async def test_the_system_clock_sleeps_and_times_on_the_event_loop() -> None:
     cancelled.cancel()
     await clock.sleep(0)
     assert fired.is_set()
+
+
+def test_overdue_counts_accounts_due_and_not_taken_off_the_plan() -> None:
+    """Due and not started: held accounts (Retry-After), forgotten ones and those not yet due do
+    not count; taking one off the plan (its poll starts) lowers the count."""
+    clock = FakeClock()
+    plan = Schedule(clock, random.Random(1))
+    names = [f"a{i}" for i in range(40)]
+    for name in names:
+        plan.enter(name)
+    assert plan.overdue() == 40
+    plan.hold("a0", 30.0)  # the API asked it to wait: not overdue
+    plan.remove("a1")  # gone
+    assert plan.overdue() == 38
+    started = [plan.pop_due() for _ in range(10)]
+    assert None not in started and plan.overdue() == 28
+    for name in started:  # their next polls are planned later in the interval
+        plan.plan_next(name, Cadence(INTERVAL, 0.0))
+    assert plan.overdue() == 28
+    while plan.pop_due() is not None:
+        pass
+    assert plan.overdue() == 0
