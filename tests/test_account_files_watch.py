@@ -166,9 +166,11 @@ async def test_an_added_account_is_pending_on_the_status_page_and_ready_stays_20
     poller.start()
     try:
         await fake.wait_until(lambda: fake.count("key-steady") and fake.count("key-x-1"))
-        while not poller.ready():  # both answers stored (bounded by the fake's own wait)
+        for _ in range(3000):  # both answers stored, a few loop rounds after the fake answered
+            if poller.ready():
+                break
             await asyncio.sleep(0.01)
-        assert (await client.get("/-/ready")).status == 200
+        assert (await client.get("/-/ready")).status == 200, "the two first polls were not stored"
 
         write(tmp_path / "accounts.d" / "new.yaml", [{"name": "shop-h", "rest_key": "key-hang"}])
         assert (await client.post("/-/reload")).status == 200
